@@ -1,0 +1,3 @@
+"""agentmon: agent monitoring on OpenTelemetry."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,148 @@
+"""The ``agentmon`` command: ``up``, ``api``, ``migrate`` (and ``enricher``).
+
+Flags override ``AGENTMON_*`` environment variables, which override defaults; the
+merge happens in ``agentmon.config.load_settings`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from agentmon.config import Settings, load_settings
+
+log = logging.getLogger("agentmon")
+
+
+def _common_flags() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="directory for embedded state (SQLite registry, chDB, queues) [AGENTMON_DATA_DIR, default ./data]",
+    )
+    parent.add_argument(
+        "--registry-url",
+        metavar="URL",
+        help="SQLAlchemy URL of the registry, e.g. mysql+pymysql://user:pw@host:3306/agentmon "
+        "[AGENTMON_REGISTRY_URL, default sqlite:///DATA_DIR/registry.db]",
+    )
+    parent.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="log level [AGENTMON_LOG_LEVEL, default info]",
+    )
+    return parent
+
+
+def _server_flags() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--host", help="address to bind [AGENTMON_HOST, default 127.0.0.1; 0.0.0.0 for all]")
+    return parent
+
+
+def _api_flags() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--port", "--api-port", dest="api_port", type=int, help="registry API port [AGENTMON_API_PORT, default 8000]"
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="agentmon",
+        description="Agent monitoring on OpenTelemetry. Every flag can also be set as an AGENTMON_* "
+        "environment variable; the API key only as AGENTMON_API_KEY (keep secrets out of process lists).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common, server, api = _common_flags(), _server_flags(), _api_flags()
+
+    up = sub.add_parser(
+        "up",
+        parents=[common, server, api],
+        help="run everything on embedded defaults in one process",
+        description="Apply the registry migrations, then run the registry API, all in one process, "
+        "with the SQLite registry and data under --data-dir unless configured otherwise.",
+    )
+    up.set_defaults(run=_run_up)
+
+    api_cmd = sub.add_parser(
+        "api",
+        parents=[common, server, api],
+        help="run the registry API",
+        description="Serve the registry API (OpenAPI at /docs). Does not migrate: run `agentmon migrate` first.",
+    )
+    api_cmd.set_defaults(run=_run_api)
+
+    migrate = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="create or upgrade the registry schema",
+        description="Apply the Alembic migrations in migrations/ to the registry database.",
+    )
+    migrate.set_defaults(run=_run_migrate)
+    return parser
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {
+        key: value for key, value in vars(args).items() if key in Settings.model_fields and value is not None
+    }
+    return load_settings(**overrides)
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _run_migrate(settings: Settings) -> int:
+    from registry_api.store.migrate import upgrade_registry
+
+    upgrade_registry(settings.registry_database_url)
+    log.info("registry schema is up to date")
+    return 0
+
+
+def _serve_api(settings: Settings) -> int:
+    import uvicorn
+
+    from registry_api.app import create_app
+
+    app = create_app(settings)
+    log.info("registry API on http://%s:%d (OpenAPI at /docs)", settings.host, settings.api_port)
+    uvicorn.run(app, host=settings.host, port=settings.api_port, log_level=settings.log_level)
+    return 0
+
+
+def _run_api(settings: Settings) -> int:
+    return _serve_api(settings)
+
+
+def _run_up(settings: Settings) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _run_migrate(settings)
+    return _serve_api(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings_from(args)
+    except ValidationError as error:
+        parser.exit(2, f"agentmon: invalid configuration:\n{error}\n")
+    _configure_logging(settings)
+    run: Callable[[Settings], int] = args.run
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""All of agentmon's configuration, read in one place.
+
+Every setting comes from (highest precedence first) a command-line flag, an
+``AGENTMON_*`` environment variable, or the default below. Components receive a
+``Settings`` object; nothing else in the code base reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTMON_", extra="forbid", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path("./data"),
+        description="Directory for embedded state: the SQLite registry, chDB data, queues.",
+    )
+    registry_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the agent registry; default an SQLite file in the data dir. "
+        "MariaDB: mysql+pymysql://user:password@host:3306/db",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="When set, every write to the registry API needs it (X-API-Key or Authorization: Bearer).",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the servers bind to.")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="Port of the registry API.")
+    last_used_flush_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="How often the batched agents.last_used_at updates are written.",
+    )
+    log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_means_none(cls, value: Any) -> Any:
+        # An empty AGENTMON_API_KEY= in a compose file means "no key", not "the empty key".
+        return None if value in ("", None) else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"debug", "info", "warning", "error", "critical"}:
+            raise ValueError("log_level must be one of debug, info, warning, error, critical")
+        return value
+
+    @property
+    def registry_database_url(self) -> str:
+        if self.registry_url:
+            return self.registry_url
+        return f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    @property
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit values (e.g. CLI flags) taking precedence.
+
+    ``None`` overrides are ignored so that an unset flag falls back to the environment.
+    """
+    return Settings(**{key: value for key, value in overrides.items() if value is not None})

@@ -1,0 +1,1 @@
+"""Alembic migrations of the agent registry (applied by ``agentmon migrate``)."""

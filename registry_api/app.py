@@ -1,0 +1,64 @@
+"""The registry API application."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+
+import agentmon
+from agentmon.config import Settings
+from registry_api.routes import agents, health
+from registry_api.store import AgentStore, RegistryUnavailable, create_registry_engine
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, store: AgentStore | None = None) -> FastAPI:
+    """Build the API. Pass ``store`` to share one data layer with other components
+    (``agentmon up``); otherwise the app opens and closes its own engine."""
+    owns_store = store is None
+    if store is None:
+        store = AgentStore(create_registry_engine(settings.registry_database_url))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_store:
+            store.engine.dispose()
+
+    app = FastAPI(
+        title="agentmon registry API",
+        version=agentmon.__version__,
+        description="The agent registry: register, list and manage monitored agents.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.include_router(health.router)
+    app.include_router(agents.router)
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Errors become JSON bodies; stack traces stay in the server log."""
+
+    @app.exception_handler(RegistryUnavailable)
+    @app.exception_handler(DBAPIError)
+    async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
+        log.error("registry database error on %s %s: %s", request.method, request.url.path, error)
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "the registry database is unavailable; try again shortly"},
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content={"detail": "internal server error"})
