@@ -32,6 +32,10 @@ class LastUsedRecorder:
             if previous is None or when > previous:
                 self._pending[agent_id] = when
 
+    def pending(self) -> dict[str, datetime]:
+        with self._lock:
+            return dict(self._pending)
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="last-used-recorder", daemon=True)
