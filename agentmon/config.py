@@ -40,6 +40,52 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
 
+    # ---- enricher: receiving ----------------------------------------------------
+    grpc_port: int = Field(default=4317, ge=0, le=65535, description="OTLP/gRPC receiver port.")
+    http_port: int = Field(default=4318, ge=0, le=65535, description="OTLP/HTTP receiver port.")
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Largest OTLP request accepted (after decompression); larger ones are refused.",
+    )
+    journal_max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Disk budget of the ingest journal; when full, receivers answer "
+        "RESOURCE_EXHAUSTED / 429 so that clients retry.",
+    )
+
+    # ---- enricher: identifying and attributing ----------------------------------
+    rules_file: Path | None = Field(
+        default=None, description="YAML file of identity rules that add to or override the built-in ones."
+    )
+    hold_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="How long spans of a trace whose agent is not yet known are held before they are "
+        "forwarded unstamped.",
+    )
+    hold_max_spans: int = Field(
+        default=200_000, ge=100, description="Most spans held at once; beyond it the oldest are released."
+    )
+    drop_unmonitored: bool = Field(
+        default=True,
+        description="Drop the spans of agents whose monitoring is off or whose status is inactive.",
+    )
+    registry_refresh_seconds: float = Field(
+        default=2.0, gt=0, le=300, description="How often the enricher re-reads the registry (monitoring switches)."
+    )
+
+    # ---- enricher: forwarding ----------------------------------------------------
+    otlp_forward_endpoint: str | None = Field(
+        default=None,
+        description="host:port of the downstream OTLP/gRPC collector (the stock otelcol-contrib).",
+    )
+    otlp_forward_insecure: bool = Field(default=True, description="Forward without TLS.")
+    otlp_forward_compression: str = Field(default="gzip", description="gzip or none.")
+    otlp_forward_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_means_none(cls, value: Any) -> Any:

@@ -1,0 +1,1 @@
+"""Export stage: sinks that deliver stamped spans downstream."""
