@@ -1,0 +1,232 @@
+"""The enricher's in-memory view of the registry.
+
+Resolving an identity never waits on the database: a cache hit returns the agent, a
+miss returns a provisional agent with the identity's deterministic id and queues the
+row's creation for a background thread (like k8sattributesprocessor: an informer-fed
+cache, never a remote call per item). Another thread re-reads the registry every few
+seconds so PATCHed monitoring switches and names take effect quickly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from enricher.identify.rules import Identification
+from enricher.metrics import EnricherMetrics
+from registry_api.store import Agent, AgentIdentity, AgentStore, LastUsedRecorder
+
+log = logging.getLogger(__name__)
+
+AGENT_ID_KEY = "metadata.agent_id"
+AGENT_NAME_KEY = "metadata.agent_name"
+AGENT_TYPE_KEY = "metadata.agent_type"
+STAMP_KEYS = (AGENT_ID_KEY, AGENT_NAME_KEY, AGENT_TYPE_KEY)
+
+
+def encode_attributes(pairs: list[tuple[str, str]]) -> bytes:
+    """Serialized ``Span`` holding only these string attributes. Merging these bytes into a
+    span (MergeFromString, or appending them to the span's bytes) adds the attributes:
+    protobuf appends repeated fields, so no decode of the span is needed."""
+    return Span(
+        attributes=[KeyValue(key=key, value=AnyValue(string_value=value)) for key, value in pairs]
+    ).SerializeToString()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRef:
+    id: str
+    name: str
+    type: str
+    monitored: bool = True
+    provisional: bool = False
+
+    @property
+    def stamp(self) -> bytes:
+        return _stamp_cache(self.id, self.name, self.type)
+
+    def stamp_without(self, present: frozenset[str]) -> bytes:
+        """The stamp minus attributes the span already has (rare: explicit metadata)."""
+        values = {AGENT_ID_KEY: self.id, AGENT_NAME_KEY: self.name, AGENT_TYPE_KEY: self.type}
+        return encode_attributes([(key, values[key]) for key in STAMP_KEYS if key not in present])
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentRef:
+        return cls(agent.id, agent.name, agent.type, monitored=agent.is_monitored)
+
+
+_stamps: dict[tuple[str, str, str], bytes] = {}
+
+
+def _stamp_cache(agent_id: str, name: str, agent_type: str) -> bytes:
+    key = (agent_id, name, agent_type)
+    stamp = _stamps.get(key)
+    if stamp is None:
+        if len(_stamps) > 100_000:  # names change rarely; keep the cache bounded anyway
+            _stamps.clear()
+        stamp = _stamps[key] = encode_attributes(
+            [(AGENT_ID_KEY, agent_id), (AGENT_NAME_KEY, name), (AGENT_TYPE_KEY, agent_type)]
+        )
+    return stamp
+
+
+class AgentDirectory:
+    def __init__(
+        self,
+        store: AgentStore,
+        metrics: EnricherMetrics,
+        *,
+        recorder: LastUsedRecorder | None = None,
+        refresh_seconds: float = 2.0,
+        max_pending: int = 100_000,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._recorder = recorder
+        self._refresh_seconds = refresh_seconds
+        self._max_pending = max_pending
+        self._by_id: dict[str, AgentRef] = {}
+        self._by_key: dict[str, str] = {}  # identity key -> agent id
+        self._by_external: dict[tuple[str, str, str], str] = {}
+        self._by_name: dict[tuple[str, str], str] = {}
+        self._pending: dict[tuple[str, str], AgentIdentity] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.loaded = threading.Event()
+
+    # ---- hot path (the pipeline thread) ----------------------------------------
+
+    def resolve(self, found: Identification) -> AgentRef | None:
+        if found.agent_id is not None:
+            known = self._by_id.get(found.agent_id)
+            if known is not None and not known.provisional:
+                return known
+        identity = found.identity
+        if identity is None:
+            return None  # an explicit id the registry does not know, and no name to register
+        agent_id = self._by_key.get(identity.key)
+        if agent_id is None:
+            agent_id = self._lookup_row(identity)
+        if agent_id is not None:
+            ref = self._by_id.get(agent_id)
+            if ref is not None:
+                if identity.external_id is not None and ref.name != identity.name and not ref.provisional:
+                    self._enqueue(identity)  # renamed upstream: let the registry row follow
+                return ref
+        ref = AgentRef(identity.agent_id, identity.name, identity.type, provisional=True)
+        with self._lock:
+            self._by_id.setdefault(ref.id, ref)
+            self._by_key[identity.key] = ref.id
+        self._enqueue(identity)
+        return self._by_id[ref.id]
+
+    def by_id(self, agent_id: str) -> AgentRef | None:
+        return self._by_id.get(agent_id)
+
+    def mark_used(self, agent_ids: set[str]) -> None:
+        if self._recorder is not None:
+            for agent_id in agent_ids:
+                self._recorder.mark_used(agent_id)
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        for target, name in ((self._register_loop, "agent-registrar"), (self._refresh_loop, "agent-refresh")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self._recorder is not None:
+            self._recorder.start()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._lock:
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=timeout)
+        self._threads.clear()
+        if self._recorder is not None:
+            self._recorder.shutdown()
+
+    def refresh(self) -> None:
+        """Re-read every agent (the registry is small); keeps provisional agents not yet written."""
+        agents = self._store.all()
+        by_id = {agent.id: AgentRef.of(agent) for agent in agents}
+        by_external = {(a.project_id, a.type, a.external_id): a.id for a in agents if a.external_id is not None}
+        by_name = {(a.project_id, a.name): a.id for a in agents}
+        with self._lock:
+            for agent_id, ref in self._by_id.items():
+                if ref.provisional and agent_id not in by_id:
+                    by_id[agent_id] = ref
+            self._by_id = by_id
+            self._by_external = by_external
+            self._by_name = by_name
+        self.loaded.set()
+
+    # ---- internals -----------------------------------------------------------------
+
+    def _lookup_row(self, identity: AgentIdentity) -> str | None:
+        agent_id = None
+        if identity.external_id is not None:
+            agent_id = self._by_external.get((identity.project_id, identity.type, identity.external_id))
+        if agent_id is None:
+            agent_id = self._by_name.get((identity.project_id, identity.name))
+        if agent_id is not None:
+            with self._lock:
+                self._by_key[identity.key] = agent_id
+        return agent_id
+
+    def _enqueue(self, identity: AgentIdentity) -> None:
+        with self._lock:
+            if len(self._pending) < self._max_pending:
+                self._pending[(identity.key, identity.name)] = identity
+                self._wake.notify()
+
+    def _register_loop(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            with self._lock:
+                while not self._pending and not self._stop.is_set():
+                    self._wake.wait()
+                batch = list(self._pending.items())
+            for pending_key, identity in batch:
+                if self._stop.is_set():
+                    return
+                try:
+                    agent, created = self._store.resolve_or_create(identity)
+                except Exception as error:  # the registry is down: spans keep flowing, rows come later
+                    self._metrics.registry_errors.inc()
+                    log.warning("cannot register agent %r yet (%s); retrying", identity.name, error)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    break
+                backoff = 0.2
+                if created:
+                    self._metrics.agents_created.inc()
+                    log.info("registered agent %s (%s, %s)", agent.name, agent.type, agent.id)
+                ref = AgentRef.of(agent)
+                with self._lock:
+                    self._by_id[agent.id] = ref
+                    self._by_key[identity.key] = agent.id
+                    if agent.id != identity.agent_id:
+                        # The row predates this identity's key (e.g. registered by name, now
+                        # seen with an external id): point the provisional id at the row.
+                        provisional = self._by_id.get(identity.agent_id)
+                        if provisional is not None and provisional.provisional:
+                            self._by_id[identity.agent_id] = ref
+                    self._pending.pop(pending_key, None)
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception as error:
+                self._metrics.registry_errors.inc()
+                log.warning("cannot refresh agents from the registry: %s", error)
+            self._stop.wait(self._refresh_seconds)
