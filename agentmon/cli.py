@@ -53,6 +53,32 @@ def _api_flags() -> argparse.ArgumentParser:
     return parent
 
 
+def _enricher_flags() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--grpc-port", type=int, help="OTLP/gRPC receiver port [AGENTMON_GRPC_PORT, default 4317]")
+    parent.add_argument(
+        "--http-port", type=int, help="OTLP/HTTP receiver port, also /metrics [AGENTMON_HTTP_PORT, default 4318]"
+    )
+    parent.add_argument(
+        "--forward-otlp",
+        dest="otlp_forward_endpoint",
+        metavar="HOST:PORT",
+        help="downstream OTLP/gRPC collector to forward stamped spans to [AGENTMON_OTLP_FORWARD_ENDPOINT]",
+    )
+    parent.add_argument(
+        "--rules-file",
+        metavar="FILE",
+        help="YAML identity rules added before the built-in ones [AGENTMON_RULES_FILE]",
+    )
+    parent.add_argument(
+        "--hold-seconds",
+        type=float,
+        help="how long spans wait for their trace's agent before going on unstamped "
+        "[AGENTMON_HOLD_SECONDS, default 10]",
+    )
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentmon",
@@ -60,16 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variable; the API key only as AGENTMON_API_KEY (keep secrets out of process lists).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common, server, api = _common_flags(), _server_flags(), _api_flags()
+    common, server, api, enricher = _common_flags(), _server_flags(), _api_flags(), _enricher_flags()
 
     up = sub.add_parser(
         "up",
-        parents=[common, server, api],
+        parents=[common, server, api, enricher],
         help="run everything on embedded defaults in one process",
-        description="Apply the registry migrations, then run the registry API, all in one process, "
-        "with the SQLite registry and data under --data-dir unless configured otherwise.",
+        description="Apply the registry migrations, then run the registry API and, when it has somewhere "
+        "to send spans (--forward-otlp), the enricher, all in one process, with the SQLite registry and "
+        "data under --data-dir unless configured otherwise.",
     )
     up.set_defaults(run=_run_up)
+
+    enricher_cmd = sub.add_parser(
+        "enricher",
+        parents=[common, server, enricher],
+        help="run the OTLP enricher",
+        description="Receive OTLP traces (gRPC and HTTP), attribute every span to its agent, stamp "
+        "metadata.agent_id/agent_name/agent_type, and forward the spans. Does not migrate: run "
+        "`agentmon migrate` first.",
+    )
+    enricher_cmd.set_defaults(run=_run_enricher)
 
     api_cmd = sub.add_parser(
         "api",
@@ -126,10 +163,47 @@ def _run_api(settings: Settings) -> int:
     return _serve_api(settings)
 
 
+def _start_enricher(settings: Settings):
+    from enricher.service import Enricher
+
+    enricher = Enricher(settings)
+    enricher.start()
+    return enricher
+
+
+def _run_enricher(settings: Settings) -> int:
+    import signal
+    import threading
+
+    from enricher.service import NoSinkConfigured
+
+    try:
+        enricher = _start_enricher(settings)
+    except NoSinkConfigured as error:
+        log.error("%s", error)
+        return 2
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    log.info("stopping the enricher")
+    enricher.stop()
+    return 0
+
+
 def _run_up(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _run_migrate(settings)
-    return _serve_api(settings)
+    enricher = None
+    if settings.otlp_forward_endpoint:
+        enricher = _start_enricher(settings)
+    else:
+        log.warning("no span destination configured (--forward-otlp): running the registry API only")
+    try:
+        return _serve_api(settings)
+    finally:
+        if enricher is not None:
+            enricher.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         if value not in {"debug", "info", "warning", "error", "critical"}:
             raise ValueError("log_level must be one of debug, info, warning, error, critical")
         return value
+
+    @model_validator(mode="after")
+    def _journal_holds_requests(self) -> Settings:
+        # A request the journal could never hold would be refused forever, not pushed back.
+        if self.journal_max_bytes < 2 * self.max_request_bytes:
+            raise ValueError("journal_max_bytes must be at least twice max_request_bytes")
+        return self
 
     @property
     def registry_database_url(self) -> str:

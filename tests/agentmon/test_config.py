@@ -42,3 +42,8 @@ def test_bad_values_are_clear_errors(monkeypatch: pytest.MonkeyPatch, env: str, 
     with pytest.raises(ValidationError) as error:
         load_settings()
     assert env.removeprefix("AGENTMON_").lower() in str(error.value)
+
+
+def test_the_journal_must_hold_the_largest_request() -> None:
+    with pytest.raises(ValidationError, match="journal_max_bytes"):
+        load_settings(journal_max_bytes=8 * 1024 * 1024, max_request_bytes=16 * 1024 * 1024)

@@ -1,0 +1,1 @@
+"""Receive stage: OTLP/gRPC and OTLP/HTTP servers in front of the pipeline."""

@@ -1,0 +1,87 @@
+"""Turn OTLP payloads (protobuf or JSON) into validated requests, with clear errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+
+class InvalidPayload(ValueError):
+    """The payload is not a valid OTLP trace export request; the message says why."""
+
+
+def decode_protobuf(payload: bytes) -> ExportTraceServiceRequest:
+    try:
+        request = ExportTraceServiceRequest.FromString(payload)
+    except (DecodeError, RuntimeError, ValueError) as error:
+        raise InvalidPayload(f"not a valid OTLP ExportTraceServiceRequest: {error}") from None
+    validate(request)
+    return request
+
+
+def decode_json(payload: bytes) -> ExportTraceServiceRequest:
+    """OTLP/JSON: like protobuf JSON, except that trace and span ids are hex, not base64."""
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError) as error:
+        raise InvalidPayload(f"not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InvalidPayload("an OTLP/JSON request is a JSON object")
+    for resource_spans in _list(document, "resourceSpans", "resource_spans"):
+        for scope_spans in _list(resource_spans, "scopeSpans", "scope_spans"):
+            for span in _list(scope_spans, "spans"):
+                _hex_ids_to_base64(span, ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"))
+                for link in _list(span, "links"):
+                    _hex_ids_to_base64(link, ("traceId", "trace_id", "spanId", "span_id"))
+    try:
+        request = json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
+        raise InvalidPayload(f"not a valid OTLP/JSON trace request: {error}") from None
+    validate(request)
+    return request
+
+
+def validate(request: ExportTraceServiceRequest) -> None:
+    """The checks the stock collector makes: ids have their fixed lengths."""
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                if len(span.trace_id) != 16 or len(span.span_id) != 8:
+                    raise InvalidPayload(
+                        f"span {span.name!r}: trace_id must be 16 bytes and span_id 8 bytes "
+                        f"(got {len(span.trace_id)} and {len(span.span_id)})"
+                    )
+                if span.parent_span_id and len(span.parent_span_id) != 8:
+                    raise InvalidPayload(f"span {span.name!r}: parent_span_id must be empty or 8 bytes")
+
+
+def _list(container: Any, *keys: str) -> list:
+    if not isinstance(container, dict):
+        return []
+    for key in keys:
+        value = container.get(key)
+        if isinstance(value, list):
+            return value
+    return []
+
+
+def _hex_ids_to_base64(message: Any, keys: tuple[str, ...]) -> None:
+    if not isinstance(message, dict):
+        return
+    for key in keys:
+        value = message.get(key)
+        if isinstance(value, str) and value:
+            try:
+                message[key] = base64.b64encode(bytes.fromhex(value)).decode()
+            except ValueError:
+                raise InvalidPayload(f"{key} must be hex, got {value[:40]!r}") from None
+        elif value == "":
+            message.pop(key)
+
+
+__all__ = ["InvalidPayload", "decode_json", "decode_protobuf", "validate"]
