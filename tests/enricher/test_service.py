@@ -211,3 +211,43 @@ def test_registry_down_spans_still_stamped(start_enricher, collector, tmp_path) 
     assert collector.wait_for_spans(1, 10)
     assert stamped(collector)["invoke_agent offline"]["metadata.agent_id"] == AgentIdentity(name="offline").agent_id
     assert wait_until(lambda: enricher.metrics.registry_errors._value.get() >= 1)
+
+
+def test_acknowledged_spans_survive_an_enricher_restart_with_the_collector_down(start_enricher, collector, tmp_path) -> None:
+    collector.stop()
+    first = start_enricher(data_dir=tmp_path / "state")
+    tracer = tracer_provider(first).get_tracer("app")
+    for i in range(5):
+        with tracer.start_as_current_span(f"work {i}"):
+            pass
+    assert wait_until(lambda: first.metrics.spans_received._value.get() == 5)
+    first.stop(timeout=1)  # cannot deliver: nothing is committed, the journal keeps it all
+    collector.start()
+    second = start_enricher(data_dir=tmp_path / "state", registry_url=first.settings.registry_url)
+    assert collector.wait_for_spans(5, 15)
+    assert sorted(span.name for _, _, span in collector.spans()) == [f"work {i}" for i in range(5)]
+    assert wait_until(lambda: second.journal.pending_records == 0, 5)
+
+
+def test_autogen_team_message_traces_tied_by_links_join_the_agent(start_enricher, collector) -> None:
+    from opentelemetry import trace
+
+    enricher = start_enricher()
+    tracer = tracer_provider(enricher).get_tracer("autogen-core")
+    with tracer.start_as_current_span(
+        "invoke_agent writer",
+        attributes={"gen_ai.system": "autogen", "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "writer"},
+    ) as agent_span:
+        agent_context = agent_span.get_span_context()
+    assert collector.wait_for_spans(1, 10)
+    # The runtime starts a new trace for the next message, tied to the first only by a link.
+    token = otel_context.attach(otel_context.Context())
+    try:
+        with tracer.start_as_current_span("autogen process writer_team/default", links=[trace.Link(agent_context)]):
+            with tracer.start_as_current_span("chat gpt-4o"):
+                pass
+    finally:
+        otel_context.detach(token)
+    assert collector.wait_for_spans(3, 10)
+    writer = AgentIdentity(name="writer", type="autogen").agent_id
+    assert {v["metadata.agent_id"] for v in stamped(collector).values()} == {writer}
