@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -92,8 +93,9 @@ class AgentDirectory:
         self._by_id: dict[str, AgentRef] = {}
         self._by_key: dict[str, str] = {}  # identity key -> agent id
         self._by_external: dict[tuple[str, str, str], str] = {}
-        self._by_name: dict[tuple[str, str], str] = {}
+        self._by_name: dict[tuple[str, str], tuple[str, str | None]] = {}  # -> (id, external id)
         self._pending: dict[tuple[str, str], AgentIdentity] = {}
+        self._retry_at: dict[tuple[str, str], tuple[float, float]] = {}  # -> (when, backoff)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -116,15 +118,18 @@ class AgentDirectory:
         if agent_id is not None:
             ref = self._by_id.get(agent_id)
             if ref is not None:
-                if identity.external_id is not None and ref.name != identity.name and not ref.provisional:
+                if ref.provisional:
+                    self._enqueue(identity)  # not written yet (e.g. the queue was full): ask again
+                elif identity.external_id is not None and ref.name != identity.name:
                     self._enqueue(identity)  # renamed upstream: let the registry row follow
                 return ref
         ref = AgentRef(identity.agent_id, identity.name, identity.type, provisional=True)
+        if not self._enqueue(identity):
+            return ref  # the registration queue is full: stamp now, remember nothing, ask again later
         with self._lock:
-            self._by_id.setdefault(ref.id, ref)
+            ref = self._by_id.setdefault(ref.id, ref)
             self._by_key[identity.key] = ref.id
-        self._enqueue(identity)
-        return self._by_id[ref.id]
+        return ref
 
     def by_id(self, agent_id: str) -> AgentRef | None:
         return self._by_id.get(agent_id)
@@ -159,7 +164,7 @@ class AgentDirectory:
         agents = self._store.all()
         by_id = {agent.id: AgentRef.of(agent) for agent in agents}
         by_external = {(a.project_id, a.type, a.external_id): a.id for a in agents if a.external_id is not None}
-        by_name = {(a.project_id, a.name): a.id for a in agents}
+        by_name = {(a.project_id, a.name): (a.id, a.external_id) for a in agents}
         with self._lock:
             for agent_id, ref in self._by_id.items():
                 if ref.provisional and agent_id not in by_id:
@@ -176,51 +181,74 @@ class AgentDirectory:
         if identity.external_id is not None:
             agent_id = self._by_external.get((identity.project_id, identity.type, identity.external_id))
         if agent_id is None:
-            agent_id = self._by_name.get((identity.project_id, identity.name))
+            named = self._by_name.get((identity.project_id, identity.name))
+            # A row of the same name with another external id is another agent (two flows
+            # can share a name): only a row without one, or with this one, is this agent.
+            if named is not None and named[1] in (None, identity.external_id):
+                agent_id = named[0]
         if agent_id is not None:
             with self._lock:
                 self._by_key[identity.key] = agent_id
         return agent_id
 
-    def _enqueue(self, identity: AgentIdentity) -> None:
+    def _enqueue(self, identity: AgentIdentity) -> bool:
+        key = (identity.key, identity.name)
         with self._lock:
-            if len(self._pending) < self._max_pending:
-                self._pending[(identity.key, identity.name)] = identity
-                self._wake.notify()
+            if key in self._pending:
+                return True
+            if len(self._pending) >= self._max_pending:
+                return False
+            self._pending[key] = identity
+            self._wake.notify()
+            return True
 
     def _register_loop(self) -> None:
-        backoff = 0.2
         while not self._stop.is_set():
             with self._lock:
                 while not self._pending and not self._stop.is_set():
                     self._wake.wait()
                 batch = list(self._pending.items())
+            now = time.monotonic()
+            failures = attempts = 0
             for pending_key, identity in batch:
                 if self._stop.is_set():
                     return
-                try:
-                    agent, created = self._store.resolve_or_create(identity)
-                except Exception as error:  # the registry is down: spans keep flowing, rows come later
-                    self._metrics.registry_errors.inc()
-                    log.warning("cannot register agent %r yet (%s); retrying", identity.name, error)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    break
-                backoff = 0.2
-                if created:
-                    self._metrics.agents_created.inc()
-                    log.info("registered agent %s (%s, %s)", agent.name, agent.type, agent.id)
-                ref = AgentRef.of(agent)
-                with self._lock:
-                    self._by_id[agent.id] = ref
-                    self._by_key[identity.key] = agent.id
-                    if agent.id != identity.agent_id:
-                        # The row predates this identity's key (e.g. registered by name, now
-                        # seen with an external id): point the provisional id at the row.
-                        provisional = self._by_id.get(identity.agent_id)
-                        if provisional is not None and provisional.provisional:
-                            self._by_id[identity.agent_id] = ref
-                    self._pending.pop(pending_key, None)
+                retry_at, backoff = self._retry_at.get(pending_key, (0.0, 0.0))
+                if retry_at > now:
+                    continue
+                attempts += 1
+                if not self._register(pending_key, identity):
+                    failures += 1
+                    # Each identity backs off on its own: one that cannot be written never
+                    # holds up the others.
+                    backoff = min(max(backoff * 2, 0.2), 30.0)
+                    self._retry_at[pending_key] = (time.monotonic() + backoff, backoff)
+            if attempts == 0 or failures:
+                self._stop.wait(0.2)
+
+    def _register(self, pending_key: tuple[str, str], identity: AgentIdentity) -> bool:
+        try:
+            agent, created = self._store.resolve_or_create(identity)
+        except Exception as error:  # the registry is down: spans keep flowing, rows come later
+            self._metrics.registry_errors.inc()
+            log.warning("cannot register agent %r yet (%s); retrying", identity.name, error)
+            return False
+        if created:
+            self._metrics.agents_created.inc()
+            log.info("registered agent %s (%s, %s)", agent.name, agent.type, agent.id)
+        ref = AgentRef.of(agent)
+        with self._lock:
+            self._by_id[agent.id] = ref
+            self._by_key[identity.key] = agent.id
+            if agent.id != identity.agent_id:
+                # The row predates this identity's key (e.g. registered by name, now seen
+                # with an external id): point the provisional id at the row.
+                provisional = self._by_id.get(identity.agent_id)
+                if provisional is not None and provisional.provisional:
+                    self._by_id[identity.agent_id] = ref
+            self._pending.pop(pending_key, None)
+        self._retry_at.pop(pending_key, None)
+        return True
 
     def _refresh_loop(self) -> None:
         while not self._stop.is_set():

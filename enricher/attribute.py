@@ -56,6 +56,7 @@ class _Trace:
     group: str | None = None
     held: list[SpanRecord] = field(default_factory=list)
     touched: float = 0.0
+    outermost: AgentRef | None = None  # cached; reset whenever the trace learns something
 
 
 Decision = tuple[SpanRecord, AgentRef | None]
@@ -107,6 +108,7 @@ class TraceAttributor:
             trace = touched.get(record.trace_id)
             if trace is None:
                 trace = self._trace(record.trace_id, now)
+                trace.outermost = None
                 touched[record.trace_id] = trace
             if len(trace.parents) < MAX_PARENTS_PER_TRACE:
                 trace.parents[record.span_id] = record.parent_span_id
@@ -147,6 +149,9 @@ class TraceAttributor:
             record = self._held.popleft()
             if not record.done:
                 released.append(self._release_final(record, self._metrics.spans_released_on_timeout))
+        if len(self._held) > 2 * self._held_count + 1024:
+            # Records released early wait in the FIFO for their deadline; drop them in bulk.
+            self._held = deque(record for record in self._held if not record.done)
         self._expire_traces(now)
         self._metrics.spans_held.set(self._held_count)
         return released
@@ -164,19 +169,20 @@ class TraceAttributor:
         nearest, chain_complete = self._nearest_agent(trace, span_id)
         if nearest is not None:
             return nearest
+        if not chain_complete:
+            # An ancestor has not arrived, and it may be an agent (even after the root:
+            # an intermediate agent span can end, and arrive, after its trace's root).
+            return PENDING
         if trace.agents:
-            if chain_complete or trace.root_seen:
-                return self._outermost(trace)
-            return PENDING  # the missing ancestor may be another (outer) agent
+            return self._outermost(trace)  # a span above or beside the agents
         inherited = self._inherited(trace, depth=0)
         if inherited is not None:
             return inherited
-        return None if trace.root_seen else PENDING
+        return None
 
     def _nearest_agent(self, trace: _Trace, span_id: bytes) -> tuple[AgentRef | None, bool]:
+        """(nearest agent at or above the span, whether its whole ancestry is known)."""
         agents, parents = trace.agents, trace.parents
-        if not agents:
-            return None, False
         current = span_id
         for _ in range(MAX_CHAIN):
             agent = agents.get(current)
@@ -192,12 +198,14 @@ class TraceAttributor:
 
     def _outermost(self, trace: _Trace) -> AgentRef:
         """The agent of the trace with no agent above it (the run the others are part of)."""
-        for span_id, agent in trace.agents.items():
-            parent = trace.parents.get(span_id)
-            above = self._nearest_agent(trace, parent)[0] if parent else None
-            if above is None:
-                return agent
-        return next(iter(trace.agents.values()))
+        if trace.outermost is None:
+            trace.outermost = next(iter(trace.agents.values()))
+            for span_id, agent in trace.agents.items():
+                parent = trace.parents.get(span_id)
+                if not parent or self._nearest_agent(trace, parent)[0] is None:
+                    trace.outermost = agent
+                    break
+        return trace.outermost
 
     def _inherited(self, trace: _Trace, depth: int) -> Any:
         """The agent of a linked trace or of the resource group, PENDING while it may still come."""
@@ -214,10 +222,7 @@ class TraceAttributor:
                 return PENDING
         if trace.group is not None:
             agent = self._groups.get(trace.group)
-            if agent is not None:
-                return agent
-            self._group_waiters.setdefault(trace.group, set())
-            return PENDING
+            return agent if agent is not None else PENDING
         return None
 
     def _learn_group(self, group: str, agent: AgentRef) -> None:
@@ -350,3 +355,5 @@ class TraceAttributor:
             waiters = self._group_waiters.get(trace.group)
             if waiters is not None:
                 waiters.discard(trace_id)
+                if not waiters:
+                    del self._group_waiters[trace.group]

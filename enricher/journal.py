@@ -304,6 +304,12 @@ class Journal:
             return self._next_seq - 1 - self._committed
 
     @property
+    def last_appended(self) -> int:
+        """The highest seq appended so far (last_committed when nothing is pending)."""
+        with self._lock:
+            return self._next_seq - 1
+
+    @property
     def last_committed(self) -> int:
         """The highest committed seq; -1 for a new journal (first seq minus one in general)."""
         with self._lock:

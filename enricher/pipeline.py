@@ -19,7 +19,6 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from functools import partial
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -29,9 +28,12 @@ from enricher.export.base import ExportBatch, SpanSink
 from enricher.identify.rules import RuleSet, SpanView
 from enricher.journal import Journal, JournalFull
 from enricher.metrics import EnricherMetrics
-from enricher.stamp import SpanContext, encode_request, stamp_for
+from enricher.stamp import SpanContext, encode_request, existing_stamp, split_request, stamp_for
 
 log = logging.getLogger(__name__)
+
+# Downstream collectors take 4 MiB by default; stamped requests are split below that.
+MAX_EXPORT_BYTES = 3 * 1024 * 1024
 
 
 class Overloaded(Exception):
@@ -40,6 +42,26 @@ class Overloaded(Exception):
     def __init__(self, reason: str, retry_after: float = 1.0) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class _Completion:
+    """Calls ``done(parts)`` once every sink acknowledged every chunk of one logical batch."""
+
+    __slots__ = ("_left", "_lock", "_parts", "_done")
+
+    def __init__(self, count: int, parts: dict[int, int], done) -> None:
+        self._left = count
+        self._lock = threading.Lock()
+        self._parts = parts
+        self._done = done
+
+    def __call__(self, delivered: bool) -> None:
+        del delivered  # a permanent rejection is final too: replaying would not help
+        with self._lock:
+            self._left -= 1
+            finished = self._left == 0
+        if finished:
+            self._done(self._parts)
 
 
 class Pipeline:
@@ -55,6 +77,7 @@ class Pipeline:
         drop_unmonitored: bool = True,
         max_waiting_requests: int = 64,
         commit_interval: float = 0.2,
+        max_export_bytes: int = MAX_EXPORT_BYTES,
     ) -> None:
         self._rules = rules
         self._directory = directory
@@ -64,8 +87,9 @@ class Pipeline:
         self._metrics = metrics
         self._drop_unmonitored = drop_unmonitored
         self._commit_interval = commit_interval
+        self._max_export_bytes = max_export_bytes
         self._slots = threading.BoundedSemaphore(max_waiting_requests)
-        self._queue: queue.SimpleQueue[tuple[int, ExportTraceServiceRequest] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[int, ExportTraceServiceRequest, bytes] | None] = queue.SimpleQueue()
         self._submit_lock = threading.Lock()
         # Journal bookkeeping: parts of each record not yet delivered. Records are
         # processed in seq order, so the first key is the oldest outstanding one.
@@ -73,6 +97,8 @@ class Pipeline:
         self._outstanding_lock = threading.Lock()
         self._last_processed = journal.last_committed
         self._last_commit = journal.last_committed
+        # Records up to here were journaled before this start: the worker replays them first.
+        self._replay_until = journal.last_appended
         self._worker: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -88,45 +114,61 @@ class Pipeline:
             # One lock keeps journal order and processing order the same (see commit).
             with self._submit_lock:
                 seq = self._journal.append(payload)
-                self._queue.put((seq, request))
+                self._queue.put((seq, request, payload))
         except JournalFull:
             self._slots.release()
             raise Overloaded("the ingest journal is full (downstream is slow or down)", retry_after=5.0) from None
+        except (OSError, RuntimeError) as error:  # disk trouble, or closing: the client retries
+            self._slots.release()
+            log.error("cannot journal a request: %s", error)
+            raise Overloaded("the ingest journal cannot be written", retry_after=5.0) from None
+        except BaseException:
+            self._slots.release()
+            raise
         self._metrics.queue_depth.labels("journal_bytes").set(self._journal.pending_bytes)
 
     # ---- lifecycle --------------------------------------------------------------------
 
     def start(self) -> None:
-        self.replay()
+        """Start the worker; it replays the journal first, so receivers can start at once."""
         self._worker = threading.Thread(target=self._run, name="enricher-pipeline", daemon=True)
         self._worker.start()
 
     def replay(self) -> int:
-        """Process what the journal holds from before a restart. Returns the record count."""
+        """Process what the journal held before this start. Returns the record count."""
         count = 0
-        while True:
+        while not self._stopping.is_set():
             records = self._journal.read(256, timeout=0)
-            if not records:
-                return count
             for seq, payload in records:
+                if seq > self._replay_until:
+                    return count  # appended since this start: it comes through the queue
                 try:
                     request = ExportTraceServiceRequest.FromString(payload)
-                except Exception:  # a record that never decodes would block the journal forever
+                except Exception:  # it decoded once, so this is disk damage: skip it, loudly
                     log.error("skipping undecodable journal record %d", seq)
                     self._outstanding_record(seq, 0)
                     continue
-                self._process(seq, request)
+                self._process_safely(seq, request, payload)
                 count += 1
-            if count:
-                log.info("replayed %d journal records", count)
+            if not records or records[-1][0] >= self._replay_until:
+                break
+        if count:
+            log.info("replayed %d journal records", count)
+        return count
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop taking requests, process what was accepted, deliver what can be in ``timeout``."""
+        """Stop taking requests, process what was accepted, deliver what can be in ``timeout``.
+        Whatever is not delivered stays in the journal and is replayed at the next start."""
         self._stopping.set()
         self._queue.put(None)
+        worker_done = True
         if self._worker is not None:
             self._worker.join(timeout=timeout)
-        self._emit(self._attributor.release_all())
+            worker_done = not self._worker.is_alive()
+        if worker_done:
+            self._emit(self._attributor.release_all())
+        else:
+            log.warning("the pipeline worker is still busy; undelivered spans will be replayed at the next start")
         deadline = time.monotonic() + timeout
         for sink in self._sinks:
             sink.force_flush(max(0.1, deadline - time.monotonic()))
@@ -139,6 +181,10 @@ class Pipeline:
     # ---- the worker ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self.replay()
+        except Exception:  # never fatal: unreplayed records stay in the journal
+            log.exception("journal replay failed")
         next_commit = time.monotonic() + self._commit_interval
         while True:
             try:
@@ -147,18 +193,21 @@ class Pipeline:
                 item = ()
             if item is None:
                 break
-            if item:
-                seq, request = item
-                try:
-                    self._process(seq, request)
-                except Exception:  # a bug must not stop the pipeline; the record is replayed on restart
-                    log.exception("failed to process request %d", seq)
-                finally:
-                    self._slots.release()
-            self._emit(self._attributor.expire())
-            if time.monotonic() >= next_commit:
-                self._commit()
-                next_commit = time.monotonic() + self._commit_interval
+            # Nothing may end this loop but shutdown: a dead worker would leave receivers
+            # acknowledging requests that nobody processes.
+            try:
+                if item:
+                    try:
+                        self._process_safely(*item)
+                    finally:
+                        self._slots.release()
+                self._emit(self._attributor.expire())
+                if time.monotonic() >= next_commit:
+                    self._commit()
+                    next_commit = time.monotonic() + self._commit_interval
+            except Exception:
+                log.exception("pipeline worker error; carrying on")
+                time.sleep(0.1)
         self._drain_queue()
 
     def _drain_queue(self) -> None:
@@ -168,8 +217,20 @@ class Pipeline:
             except queue.Empty:
                 return
             if item:
-                self._process(*item)
+                self._process_safely(*item)
                 self._slots.release()
+
+    def _process_safely(self, seq: int, request: ExportTraceServiceRequest, payload: bytes) -> None:
+        try:
+            self._process(seq, request)
+        except Exception:
+            # Forward what was received, unstamped: an acknowledged span is never dropped.
+            log.exception("could not enrich request %d; forwarding it as received", seq)
+            with self._outstanding_lock:
+                self._outstanding[seq] = self._outstanding.get(seq, 0) + 1
+                self._last_processed = max(self._last_processed, seq)
+            span_count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+            self._deliver(payload, span_count, {seq: 1})
 
     def _process(self, seq: int, request: ExportTraceServiceRequest) -> None:
         rules, directory = self._rules, self._directory
@@ -184,9 +245,13 @@ class Pipeline:
                 for index, span in enumerate(scope_spans.spans):
                     attrs = {kv.key: kv.value for kv in span.attributes}
                     view = SpanView(attrs, resource_attrs, span.name, scope_name)
-                    found = rules.identify_span(view, resource_match)
-                    agent = directory.resolve(found) if found is not None else None
-                    linked = rules.parent_trace_id(view)
+                    try:
+                        found = rules.identify_span(view, resource_match)
+                        agent = directory.resolve(found) if found is not None else None
+                        linked = rules.parent_trace_id(view)
+                    except Exception:  # hostile attribute values: this span names no agent
+                        log.warning("identity rules failed on span %r", span.name, exc_info=True)
+                        agent, linked = None, None
                     linked_trace = bytes.fromhex(linked) if linked else None
                     if linked_trace is None and span.links:
                         first = span.links[0].trace_id
@@ -199,7 +264,7 @@ class Pipeline:
                             agent,
                             linked_trace,
                             group,
-                            payload=(resource_spans, scope_spans, index, span, attrs),
+                            payload=(resource_spans, scope_spans, index, span, existing_stamp(attrs)),
                         )
                     )
                 span_total += len(scope_spans.spans)
@@ -208,34 +273,36 @@ class Pipeline:
         decided, released = self._attributor.process(records)
         decided_ids = {id(record) for record, _ in decided}
         held = [record for record in records if id(record) not in decided_ids]
-
-        used: set[str] = set()
+        # Held spans leave the request first, as self-contained bytes: nothing that follows
+        # may leave the attributor holding a reference into this request.
         removed: dict[int, tuple[object, set[int]]] = {}  # scope_spans id -> (scope_spans, indexes)
-        for record, owner in decided:
-            resource_spans, scope_spans, index, span, attrs = record.payload
-            if not self._stamp_in_place(span, attrs, owner, used):
-                removed.setdefault(id(scope_spans), (scope_spans, set()))[1].add(index)
         contexts: dict[int, SpanContext] = {}
         for record in held:
-            resource_spans, scope_spans, index, span, attrs = record.payload
+            resource_spans, scope_spans, index, span, existing = record.payload
             context = contexts.get(id(scope_spans))
             if context is None:
                 context = contexts[id(scope_spans)] = SpanContext.of(resource_spans, scope_spans)
-            record.payload = (seq, context, span.SerializeToString(), attrs)
+            record.payload = (seq, context, span.SerializeToString(), existing)
             removed.setdefault(id(scope_spans), (scope_spans, set()))[1].add(index)
+
+        used: set[str] = set()
+        for record, owner in decided:
+            resource_spans, scope_spans, index, span, existing = record.payload
+            record.payload = None
+            if not self._stamp_in_place(span, existing, owner, used):
+                removed.setdefault(id(scope_spans), (scope_spans, set()))[1].add(index)
         for scope_spans, indexes in removed.values():
             for index in sorted(indexes, reverse=True):
                 del scope_spans.spans[index]
 
         remaining = span_total - sum(len(indexes) for _, indexes in removed.values())
-        parts = len(held) * len(self._sinks) + (len(self._sinks) if remaining else 0)
-        self._outstanding_record(seq, parts)
+        self._outstanding_record(seq, len(held) + (1 if remaining else 0))
         if remaining:
-            self._send(request.SerializeToString(), remaining, {seq: 1})
+            self._deliver(request.SerializeToString(), remaining, {seq: 1})
         self._emit(released)
         directory.mark_used(used)
 
-    def _stamp_in_place(self, span, attrs, owner: AgentRef | None, used: set[str]) -> bool:
+    def _stamp_in_place(self, span, existing, owner: AgentRef | None, used: set[str]) -> bool:
         """Stamp a span that is still inside its request. False if it is to be dropped."""
         if owner is None:
             self._metrics.spans_passed_through.inc()
@@ -243,7 +310,7 @@ class Pipeline:
         if not owner.monitored and self._drop_unmonitored:
             self._metrics.spans_dropped.labels("monitoring_off").inc()
             return False
-        stamp = stamp_for(owner, attrs)
+        stamp = stamp_for(owner, existing)
         if stamp is None:
             self._metrics.agent_id_conflicts.inc()
         else:
@@ -261,7 +328,8 @@ class Pipeline:
         dropped: dict[int, int] = defaultdict(int)
         used: set[str] = set()
         for record, owner in released:
-            seq, context, span_bytes, attrs = record.payload
+            seq, context, span_bytes, existing = record.payload
+            record.payload = None  # the FIFO may keep the record a while; not its bytes
             if owner is not None and not owner.monitored and self._drop_unmonitored:
                 self._metrics.spans_dropped.labels("monitoring_off").inc()
                 dropped[seq] += 1
@@ -269,7 +337,7 @@ class Pipeline:
             if owner is None:
                 self._metrics.spans_passed_through.inc()
             else:
-                stamp = stamp_for(owner, attrs)
+                stamp = stamp_for(owner, existing)
                 if stamp is None:
                     self._metrics.agent_id_conflicts.inc()
                 else:
@@ -278,20 +346,25 @@ class Pipeline:
                 used.add(owner.id)
             groups[context].append(span_bytes)
             parts[seq] += 1
-        for seq, count in dropped.items():
-            self._part_done({seq: count * len(self._sinks)}, True)
+        if dropped:
+            self._part_done(dict(dropped))
         if groups:
-            self._send(encode_request(groups.items()), sum(len(s) for s in groups.values()), dict(parts))
+            self._deliver(encode_request(groups.items()), sum(len(s) for s in groups.values()), dict(parts))
         self._directory.mark_used(used)
 
-    def _send(self, payload: bytes, span_count: int, parts: dict[int, int]) -> None:
-        for sink in self._sinks:
-            batch = ExportBatch(payload, span_count, partial(self._part_done, parts))
-            while not sink.submit(batch, timeout=1.0):
-                # The sink is full: wait (receivers push back meanwhile), unless shutting down
-                # for good, in which case the journal replays these spans at the next start.
-                if self._stopping.is_set() and self._worker is not threading.current_thread():
-                    return
+    def _deliver(self, payload: bytes, span_count: int, parts: dict[int, int]) -> None:
+        """Hand one logical batch to every sink, split to the downstream's size limit.
+        ``parts`` are released from the journal bookkeeping once all of it is acknowledged."""
+        chunks = split_request(payload, span_count, self._max_export_bytes)
+        completion = _Completion(len(chunks) * len(self._sinks), parts, self._part_done)
+        for chunk, count in chunks:
+            for sink in self._sinks:
+                batch = ExportBatch(chunk, count, completion)
+                while not sink.submit(batch, timeout=1.0):
+                    # The sink is full: wait (receivers push back meanwhile). When stopping,
+                    # give up: the journal replays these spans at the next start.
+                    if self._stopping.is_set():
+                        return
 
     # ---- journal bookkeeping ---------------------------------------------------------------
 
@@ -301,8 +374,7 @@ class Pipeline:
                 self._outstanding[seq] = parts
             self._last_processed = seq
 
-    def _part_done(self, parts: dict[int, int], delivered: bool) -> None:
-        del delivered  # a permanent rejection is final too: replaying would not help
+    def _part_done(self, parts: dict[int, int]) -> None:
         with self._outstanding_lock:
             for seq, count in parts.items():
                 left = self._outstanding.get(seq)
@@ -317,7 +389,7 @@ class Pipeline:
     def _commit(self) -> None:
         with self._outstanding_lock:
             if self._outstanding:
-                upto = min(self._outstanding) - 1
+                upto = next(iter(self._outstanding)) - 1  # seq order: the first is the oldest
             else:
                 upto = self._last_processed
         if upto > self._last_commit:

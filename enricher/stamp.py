@@ -11,8 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import KeyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 
 from enricher.agents import AGENT_ID_KEY, STAMP_KEYS, AgentRef
 from enricher.identify.rules import any_value_text
@@ -39,19 +38,23 @@ class SpanContext:
         )
 
 
-def stamp_for(owner: AgentRef, attributes: dict[str, KeyValue] | dict) -> bytes | None:
-    """The bytes to merge into a span for ``owner``; None when the span already names a
-    different agent id (kept as sent: the caller counts the conflict)."""
+def existing_stamp(attributes: dict) -> dict[str, str | None] | None:
+    """The stamp attributes a span already carries, as text (None when it has none, the
+    common case). Plain strings only, so a held span never keeps its request alive."""
     present = STAMP_KEY_SET.intersection(attributes.keys())
     if not present:
-        return owner.stamp
-    if AGENT_ID_KEY in present and any_value_text(attributes[AGENT_ID_KEY]) != owner.id:
         return None
-    return owner.stamp_without(frozenset(present))
+    return {key: any_value_text(attributes[key]) for key in present}
 
 
-def stamp_span(span: Span, stamp: bytes) -> None:
-    span.MergeFromString(stamp)
+def stamp_for(owner: AgentRef, existing: dict[str, str | None] | None) -> bytes | None:
+    """The bytes to merge into a span for ``owner``; None when the span already names a
+    different agent id (kept as sent: the caller counts the conflict)."""
+    if not existing:
+        return owner.stamp
+    if AGENT_ID_KEY in existing and existing[AGENT_ID_KEY] != owner.id:
+        return None
+    return owner.stamp_without(frozenset(existing))
 
 
 def _varint(value: int) -> bytes:
@@ -85,5 +88,30 @@ def encode_request(groups: Iterable[tuple[SpanContext, list[bytes]]]) -> bytes:
     return b"".join(out)
 
 
-def decode_request(payload: bytes) -> ExportTraceServiceRequest:
-    return ExportTraceServiceRequest.FromString(payload)
+def split_request(payload: bytes, span_count: int, limit: int) -> list[tuple[bytes, int]]:
+    """``payload`` as requests of at most ``limit`` bytes each (a single larger span goes
+    alone), with their span counts. Stamping adds bytes, so a request the receiver took may
+    exceed what the downstream takes; it is split rather than rejected."""
+    if len(payload) <= limit:
+        return [(payload, span_count)]
+    request = ExportTraceServiceRequest.FromString(payload)
+    chunks: list[tuple[bytes, int]] = []
+    groups: dict[SpanContext, list[bytes]] = {}
+    size = count = 0
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            context = SpanContext.of(resource_spans, scope_spans)
+            overhead = len(context.resource) + len(context.scope) + 32
+            for span in scope_spans.spans:
+                span_bytes = span.SerializeToString()
+                if count and size + len(span_bytes) + overhead > limit:
+                    chunks.append((encode_request(groups.items()), count))
+                    groups, size, count = {}, 0, 0
+                if context not in groups:
+                    size += overhead
+                groups.setdefault(context, []).append(span_bytes)
+                size += len(span_bytes) + 8
+                count += 1
+    if count:
+        chunks.append((encode_request(groups.items()), count))
+    return chunks

@@ -319,7 +319,9 @@ def _rule(raw: Any, where: str) -> Rule:
         for c in conditions
         if isinstance(c.source, AttributeSource) and c.source.on_span and c.exists is not False
     )
-    every_source = [c.source for c in conditions] + rule.name + rule.type + rule.external_id + rule.agent_id
+    every_source = (
+        [c.source for c in conditions] + rule.name + rule.type + rule.project_id + rule.external_id + rule.agent_id
+    )
     rule.resource_only = bool(conditions) and all(source.resource_only for source in every_source)
     return rule
 
@@ -341,8 +343,10 @@ class RuleSet:
         self.group_by = group_by
         self._span_rules = [(index, rule) for index, rule in enumerate(rules) if not rule.resource_only]
         self._resource_rules = [(index, rule) for index, rule in enumerate(rules) if rule.resource_only]
-        self.parent_trace_keys = frozenset(
-            s.key for s in parent_trace_id if isinstance(s, AttributeSource) and s.on_span
+        # A shortcut for the hot path, valid only when every source is a span attribute.
+        only_span_attributes = all(isinstance(s, AttributeSource) and s.on_span for s in parent_trace_id)
+        self.parent_trace_keys = (
+            frozenset(s.key for s in parent_trace_id) if only_span_attributes else frozenset()
         )
 
     # Resource rules are evaluated once per ResourceSpans, span rules per span.

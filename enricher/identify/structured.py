@@ -50,6 +50,8 @@ def _literal(node: ast.AST, depth: int, budget: list[int]) -> Any:
     if depth > MAX_DEPTH or budget[0] < 0:
         raise _Rejected
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, int, float, bool, type(None))):
+        if isinstance(node.value, int) and not isinstance(node.value, bool) and node.value.bit_length() > 128:
+            raise _Rejected  # no identity is a 40-digit number; str() of a huge one even raises
         return node.value
     if isinstance(node, ast.Dict):
         result: dict[Any, Any] = {}
@@ -80,5 +82,8 @@ def field_text(text: str, field: str) -> str | None:
     value = mapping.get(field)
     if value is None or isinstance(value, (dict, list)):
         return None
-    value = str(value).strip()
+    try:
+        value = str(value).strip()
+    except ValueError:  # e.g. an int too long to print
+        return None
     return value or None

@@ -39,8 +39,9 @@ class OtlpGrpcReceiver:
                 ("grpc.max_receive_message_length", max_request_bytes),
                 ("grpc.so_reuseport", 0),
             ],
-            # Requests beyond this many in flight get RESOURCE_EXHAUSTED from gRPC itself.
-            maximum_concurrent_rpcs=max_workers * 4,
+            # A backstop against floods: gRPC's own RESOURCE_EXHAUSTED carries no RetryInfo, so
+            # the pipeline's slots (which do) must run out well before this does.
+            maximum_concurrent_rpcs=256,
         )
         # Raw bytes in and out: the payload is decoded once, here, and kept for the journal.
         handler = grpc.method_handlers_generic_handler(

@@ -12,6 +12,7 @@ import zlib
 
 from google.rpc import code_pb2, status_pb2
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -40,7 +41,8 @@ def create_otlp_http_app(pipeline: Pipeline, metrics: EnricherMetrics, *, max_re
             body = await _read_body(request, request.headers.get("content-encoding", ""), max_request_bytes)
             decoded = decode_json(body) if as_json else decode_protobuf(body)
             payload = body if not as_json else decoded.SerializeToString()
-            pipeline.submit(decoded, payload)
+            # Journal I/O and a lock: keep them off the event loop.
+            await run_in_threadpool(pipeline.submit, decoded, payload)
         except PayloadTooLarge:
             metrics.requests.labels("http", "too_large").inc()
             return _error(413, code_pb2.INVALID_ARGUMENT, f"request larger than {max_request_bytes} bytes", as_json=as_json)
@@ -97,6 +99,8 @@ async def _read_body(request: Request, encoding: str, limit: int) -> bytes:
         raise InvalidPayload(f"body is not valid {encoding}: {error}") from None
     if len(body) > limit or decompressor.unconsumed_tail:
         raise PayloadTooLarge
+    if not decompressor.eof:
+        raise InvalidPayload(f"the {encoding} body is truncated")
     return body
 
 

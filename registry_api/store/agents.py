@@ -113,9 +113,13 @@ def _is_retryable(error: DBAPIError) -> bool:
     return "database is locked" in str(error.orig)
 
 
+def _qualified(name: str, qualifier: str) -> str:
+    suffix = f" ({qualifier})"
+    return name[: 255 - len(suffix)] + suffix
+
+
 def _disambiguated(identity: AgentIdentity) -> str:
-    suffix = f" ({identity.external_id})"
-    return identity.name[: 255 - len(suffix)] + suffix
+    return _qualified(identity.name, identity.external_id or "")
 
 
 def _escape_like(text: str) -> str:
@@ -277,16 +281,22 @@ class AgentStore:
         return agent
 
     def _name_for(self, identity: AgentIdentity) -> str:
-        """The display name for a new row; disambiguated when another external id owns the name."""
+        """The display name for a new row: the identity's name, or, when another agent owns
+        it (another flow with the same name), the name qualified by the external id, then by
+        the agent id, which no other agent can own."""
+        candidates = [identity.name]
+        if identity.external_id is not None:
+            candidates.append(_disambiguated(identity))
+        candidates.append(_qualified(identity.name, identity.agent_id[:8]))
         with self._engine.connect() as conn:
-            owner = conn.execute(
-                sa.select(agents.c.external_id).where(
-                    agents.c.name == identity.name, agents.c.project_id == identity.project_id
-                )
-            ).first()
-        if owner is None or identity.external_id is None:
-            return identity.name
-        return _disambiguated(identity)
+            taken = set(
+                conn.execute(
+                    sa.select(agents.c.name).where(
+                        agents.c.name.in_(candidates), agents.c.project_id == identity.project_id
+                    )
+                ).scalars()
+            )
+        return next((name for name in candidates if name not in taken), candidates[-1])
 
     def _insert(self, identity: AgentIdentity, config: Mapping[str, Any] | None) -> Agent | None:
         values = {

@@ -115,3 +115,25 @@ def test_trace_state_is_bounded() -> None:
     for i in range(200):
         attributor.process([SpanRecord(i.to_bytes(16, "big"), b"\x01" * 8, b"", PLANNER)])
     assert len(attributor._traces) <= 50
+
+
+def test_an_intermediate_agent_arriving_after_the_root_still_owns_its_children() -> None:
+    attributor, _, _ = make()
+    # planner(1, root) -> writer(2) -> chat(3); the root is exported before writer.
+    decided, _ = attributor.process([span(T1, 3, 2), span(T1, 1, None, PLANNER)])
+    assert owners(decided) == {1: "planner"}  # chat waits: its parent may be an agent
+    _, released = attributor.process([span(T1, 2, 1, WRITER)])
+    assert owners(released) == {3: "writer"}
+
+
+def test_released_records_do_not_accumulate_in_the_fifo() -> None:
+    attributor, clock, _ = make()
+    attributor.process([span(T3, 9, 8)])  # one record that stays held
+    for i in range(3000):
+        trace = (i + 10).to_bytes(16, "big")
+        attributor.process([SpanRecord(trace, b"\x02" * 8, b"\x01" * 8)])
+        attributor.process([SpanRecord(trace, b"\x01" * 8, b"")])  # its root: the child is released
+        attributor.expire()
+    assert attributor.held_count == 1
+    assert len(attributor._held) < 2000
+    assert attributor._group_waiters == {}

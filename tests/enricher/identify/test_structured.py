@@ -48,3 +48,9 @@ def test_never_raises_on_any_text(text: str) -> None:
     result = parse_mapping("{" + text)
     assert result is None or isinstance(result, dict)
     assert field_text(text, "agent_id") is None or isinstance(field_text(text, "agent_id"), str)
+
+
+def test_huge_integers_are_rejected_not_raised() -> None:
+    text = "{'agent_id': 0x" + "1" * 4000 + "}"
+    assert parse_mapping(text) is None
+    assert field_text(text, "agent_id") is None

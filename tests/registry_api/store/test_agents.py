@@ -117,3 +117,12 @@ def test_record_last_used_never_moves_backwards(store: AgentStore) -> None:
 def test_invalid_sort_is_rejected(store: AgentStore) -> None:
     with pytest.raises(ValueError):
         store.list(sort="id; DROP TABLE agents")  # type: ignore[arg-type]
+
+
+def test_a_taken_disambiguated_name_falls_back_to_the_agent_id(store: AgentStore) -> None:
+    store.resolve_or_create(AgentIdentity(name="foo", type="langflow", external_id="f0"))
+    store.resolve_or_create(AgentIdentity(name="foo (f1)", type="custom"))
+    identity = AgentIdentity(name="foo", type="langflow", external_id="f1")
+    agent, created = store.resolve_or_create(identity)
+    assert created and agent.id == identity.agent_id
+    assert agent.name == f"foo ({identity.agent_id[:8]})"
