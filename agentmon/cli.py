@@ -66,6 +66,12 @@ def _enricher_flags() -> argparse.ArgumentParser:
         help="downstream OTLP/gRPC collector to forward stamped spans to [AGENTMON_OTLP_FORWARD_ENDPOINT]",
     )
     parent.add_argument(
+        "--clickhouse-url",
+        metavar="URL",
+        help="store spans in ClickHouse: http(s)://user:pw@host:8123 or chdb://PATH (embedded) "
+        "[AGENTMON_CLICKHOUSE_URL; `up` defaults to chdb://DATA_DIR/chdb]",
+    )
+    parent.add_argument(
         "--rules-file",
         metavar="FILE",
         help="YAML identity rules added before the built-in ones [AGENTMON_RULES_FILE]",
@@ -193,17 +199,17 @@ def _run_enricher(settings: Settings) -> int:
 
 def _run_up(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.clickhouse_url:
+        # Embedded defaults: spans go to chDB under the data dir. chDB opens a directory
+        # from one process only, which is why `up` runs everything in this one.
+        chdb_dir = (settings.data_dir / "chdb").resolve()
+        settings = settings.model_copy(update={"clickhouse_url": f"chdb://{chdb_dir}"})
     _run_migrate(settings)
-    enricher = None
-    if settings.otlp_forward_endpoint:
-        enricher = _start_enricher(settings)
-    else:
-        log.warning("no span destination configured (--forward-otlp): running the registry API only")
+    enricher = _start_enricher(settings)
     try:
         return _serve_api(settings)
     finally:
-        if enricher is not None:
-            enricher.stop()
+        enricher.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

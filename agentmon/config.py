@@ -86,6 +86,22 @@ class Settings(BaseSettings):
     otlp_forward_compression: str = Field(default="gzip", description="gzip or none.")
     otlp_forward_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
+    # ---- storage and stats -----------------------------------------------------------
+    clickhouse_url: str | None = Field(
+        default=None,
+        description="Where spans are stored and stats read: http(s)://user:pw@host:8123 for a ClickHouse "
+        "server, chdb://PATH for embedded chDB. `agentmon up` defaults to chdb://DATA_DIR/chdb.",
+    )
+    clickhouse_database: str = Field(default="otel", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    clickhouse_table: str = Field(default="otel_traces", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    clickhouse_batch_spans: int = Field(default=20_000, ge=1, description="Most spans in one insert.")
+    clickhouse_flush_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="Longest a span waits for its batch to fill before the insert."
+    )
+    prices_file: Path | None = Field(
+        default=None, description="YAML model price table replacing the shipped one (USD per 1M tokens)."
+    )
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_means_none(cls, value: Any) -> Any:

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 AGENT_ID_KEY = "metadata.agent_id"
 AGENT_NAME_KEY = "metadata.agent_name"
 AGENT_TYPE_KEY = "metadata.agent_type"
+# On the span that starts an agent's run (its outermost span naming the agent), so that
+# stats can count runs without joining spans to their parents.
+AGENT_ROOT_KEY = "metadata.agent_root"
 STAMP_KEYS = (AGENT_ID_KEY, AGENT_NAME_KEY, AGENT_TYPE_KEY)
 
 
@@ -50,6 +53,10 @@ class AgentRef:
     def stamp(self) -> bytes:
         return _stamp_cache(self.id, self.name, self.type)
 
+    @property
+    def root_stamp(self) -> bytes:
+        return _ROOT_MARK
+
     def stamp_without(self, present: frozenset[str]) -> bytes:
         """The stamp minus attributes the span already has (rare: explicit metadata)."""
         values = {AGENT_ID_KEY: self.id, AGENT_NAME_KEY: self.name, AGENT_TYPE_KEY: self.type}
@@ -61,6 +68,7 @@ class AgentRef:
 
 
 _stamps: dict[tuple[str, str, str], bytes] = {}
+_ROOT_MARK = encode_attributes([(AGENT_ROOT_KEY, "true")])
 
 
 def _stamp_cache(agent_id: str, name: str, agent_type: str) -> bytes:

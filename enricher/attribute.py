@@ -45,6 +45,8 @@ class SpanRecord:
     payload: Any = None
     deadline: float = 0.0
     done: bool = False
+    agent_from_resource: bool = False  # named by its resource (every span of it), not by itself
+    run_root: bool = False  # set by the attributor: the span that starts a run of its agent
 
 
 @dataclass(slots=True)
@@ -125,6 +127,10 @@ class TraceAttributor:
                 trace.linked = record.linked_trace
                 self._dependents.setdefault(record.linked_trace, set()).add(record.trace_id)
 
+        for record in records:
+            if record.agent is not None:
+                record.run_root = self._starts_run(touched[record.trace_id], record)
+
         decided: list[Decision] = []
         for record in records:
             trace = touched[record.trace_id]
@@ -179,6 +185,17 @@ class TraceAttributor:
         if inherited is not None:
             return inherited
         return None
+
+    def _starts_run(self, trace: _Trace, record: SpanRecord) -> bool:
+        """Whether an agent span is the outermost span of its run. Its parent usually arrives
+        later (parents end last), so an unknown parent counts as "not the same agent" - except
+        for agents named by the resource, where every span names the agent: only a root starts."""
+        if not record.parent_span_id:
+            return True
+        if record.agent_from_resource:
+            return False
+        above = self._nearest_agent(trace, record.parent_span_id)[0]
+        return above is None or above.id != record.agent.id
 
     def _nearest_agent(self, trace: _Trace, span_id: bytes) -> tuple[AgentRef | None, bool]:
         """(nearest agent at or above the span, whether its whole ancestry is known)."""

@@ -44,6 +44,10 @@ class Overloaded(Exception):
         self.retry_after = retry_after
 
 
+def _starts_run_of(record: SpanRecord, owner: AgentRef | None) -> bool:
+    return record.run_root and owner is not None and record.agent is not None and record.agent.id == owner.id
+
+
 class _Completion:
     """Calls ``done(parts)`` once every sink acknowledged every chunk of one logical batch."""
 
@@ -247,11 +251,12 @@ class Pipeline:
                     view = SpanView(attrs, resource_attrs, span.name, scope_name)
                     try:
                         found = rules.identify_span(view, resource_match)
+                        from_resource = resource_match is not None and found is resource_match[1]
                         agent = directory.resolve(found) if found is not None else None
                         linked = rules.parent_trace_id(view)
                     except Exception:  # hostile attribute values: this span names no agent
                         log.warning("identity rules failed on span %r", span.name, exc_info=True)
-                        agent, linked = None, None
+                        agent, linked, from_resource = None, None, False
                     linked_trace = bytes.fromhex(linked) if linked else None
                     if linked_trace is None and span.links:
                         first = span.links[0].trace_id
@@ -265,6 +270,7 @@ class Pipeline:
                             linked_trace,
                             group,
                             payload=(resource_spans, scope_spans, index, span, existing_stamp(attrs)),
+                            agent_from_resource=from_resource,
                         )
                     )
                 span_total += len(scope_spans.spans)
@@ -289,7 +295,7 @@ class Pipeline:
         for record, owner in decided:
             resource_spans, scope_spans, index, span, existing = record.payload
             record.payload = None
-            if not self._stamp_in_place(span, existing, owner, used):
+            if not self._stamp_in_place(span, existing, owner, used, _starts_run_of(record, owner)):
                 removed.setdefault(id(scope_spans), (scope_spans, set()))[1].add(index)
         for scope_spans, indexes in removed.values():
             for index in sorted(indexes, reverse=True):
@@ -302,7 +308,7 @@ class Pipeline:
         self._emit(released)
         directory.mark_used(used)
 
-    def _stamp_in_place(self, span, existing, owner: AgentRef | None, used: set[str]) -> bool:
+    def _stamp_in_place(self, span, existing, owner: AgentRef | None, used: set[str], run_root: bool) -> bool:
         """Stamp a span that is still inside its request. False if it is to be dropped."""
         if owner is None:
             self._metrics.spans_passed_through.inc()
@@ -314,7 +320,7 @@ class Pipeline:
         if stamp is None:
             self._metrics.agent_id_conflicts.inc()
         else:
-            span.MergeFromString(stamp)
+            span.MergeFromString(stamp + owner.root_stamp if run_root else stamp)
             self._metrics.spans_stamped.inc()
         used.add(owner.id)
         return True
@@ -341,7 +347,7 @@ class Pipeline:
                 if stamp is None:
                     self._metrics.agent_id_conflicts.inc()
                 else:
-                    span_bytes += stamp
+                    span_bytes += stamp + owner.root_stamp if _starts_run_of(record, owner) else stamp
                     self._metrics.spans_stamped.inc()
                 used.add(owner.id)
             groups[context].append(span_bytes)

@@ -33,6 +33,22 @@ class NoSinkConfigured(ValueError):
 
 def sinks_from(settings: Settings, metrics: EnricherMetrics) -> list[SpanSink]:
     sinks: list[SpanSink] = []
+    if settings.clickhouse_url:
+        import clickhouse
+        from enricher.export.clickhouse import ClickHouseWriter
+
+        client = clickhouse.connect(settings.clickhouse_url)
+        clickhouse.ensure_schema(client, settings.clickhouse_database, settings.clickhouse_table)
+        sinks.append(
+            ClickHouseWriter(
+                client,
+                database=settings.clickhouse_database,
+                table=settings.clickhouse_table,
+                metrics=metrics,
+                batch_spans=settings.clickhouse_batch_spans,
+                flush_seconds=settings.clickhouse_flush_seconds,
+            )
+        )
     if settings.otlp_forward_endpoint:
         sinks.append(
             OtlpGrpcForwarder(
@@ -62,7 +78,8 @@ class Enricher:
         self.sinks = sinks if sinks is not None else sinks_from(settings, self.metrics)
         if not self.sinks:
             raise NoSinkConfigured(
-                "the enricher has nowhere to send spans: set --forward-otlp HOST:PORT (AGENTMON_OTLP_FORWARD_ENDPOINT)"
+                "the enricher has nowhere to send spans: set --forward-otlp HOST:PORT (AGENTMON_OTLP_FORWARD_ENDPOINT) "
+                "and/or --clickhouse-url (AGENTMON_CLICKHOUSE_URL)"
             )
         self.directory = AgentDirectory(
             self.store,

@@ -13,17 +13,24 @@ from sqlalchemy.exc import DBAPIError
 import agentmon
 from agentmon.config import Settings
 from registry_api.routes import agents, health
+from registry_api.routes import stats as stats_routes
+from registry_api.stats import StatsStore, load_prices
 from registry_api.store import AgentStore, RegistryUnavailable, create_registry_engine
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, store: AgentStore | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, store: AgentStore | None = None, stats: StatsStore | None = None
+) -> FastAPI:
     """Build the API. Pass ``store`` to share one data layer with other components
-    (``agentmon up``); otherwise the app opens and closes its own engine."""
+    (``agentmon up``); otherwise the app opens and closes its own engine. Stats come from
+    ClickHouse when AGENTMON_CLICKHOUSE_URL is set (or ``stats`` is given)."""
     owns_store = store is None
     if store is None:
         store = AgentStore(create_registry_engine(settings.registry_database_url))
+    if stats is None and settings.clickhouse_url:
+        stats = stats_store_from(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -39,10 +46,25 @@ def create_app(settings: Settings, *, store: AgentStore | None = None) -> FastAP
     )
     app.state.settings = settings
     app.state.store = store
+    app.state.stats = stats
     app.include_router(health.router)
     app.include_router(agents.router)
+    app.include_router(stats_routes.router)
     _install_error_handlers(app)
     return app
+
+
+def stats_store_from(settings: Settings) -> StatsStore:
+    import clickhouse
+
+    client = clickhouse.connect(settings.clickhouse_url)
+    clickhouse.ensure_schema(client, settings.clickhouse_database, settings.clickhouse_table)
+    return StatsStore(
+        client,
+        database=settings.clickhouse_database,
+        table=settings.clickhouse_table,
+        prices=load_prices(settings.prices_file),
+    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -70,3 +70,15 @@ def store(registry_url: str) -> Iterator[AgentStore]:
     engine = create_registry_engine(registry_url)
     yield AgentStore(engine)
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The one chDB directory of this test session: chDB opens a single path per process."""
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}"
+
+
+@pytest.fixture
+def clickhouse_database() -> str:
+    """A database of its own for each test inside the shared chDB."""
+    return f"t_{uuid.uuid4().hex[:12]}"

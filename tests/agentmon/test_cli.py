@@ -53,10 +53,10 @@ def test_migrate_builds_the_schema(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_up_serves_the_registry_on_embedded_defaults(tmp_path: Path) -> None:
-    port = _free_port()
+def test_up_runs_everything_on_embedded_defaults(tmp_path: Path) -> None:
+    port, grpc_port, http_port = _free_port(), _free_port(), _free_port()
     process = subprocess.Popen(
-        [*AGENTMON, "up", "--port", str(port)],
+        [*AGENTMON, "up", "--port", str(port), "--grpc-port", str(grpc_port), "--http-port", str(http_port)],
         cwd=tmp_path,
         env=_clean_env(),
         stdout=subprocess.PIPE,
@@ -78,6 +78,27 @@ def test_up_serves_the_registry_on_embedded_defaults(tmp_path: Path) -> None:
         created = httpx.post(f"{base}/agents/register", json={"name": "first", "type": "custom"})
         assert created.status_code == 201
         assert (tmp_path / "data" / "registry.db").exists()  # the default data dir, relative to cwd
+
+        # OTLP in, stored in the embedded chDB, counted by the stats API: all in this one process.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=f"127.0.0.1:{grpc_port}", insecure=True)))
+        with provider.get_tracer("t").start_as_current_span(
+            "invoke_agent first", attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "first"}
+        ):
+            pass
+        deadline = time.monotonic() + 30
+        while True:
+            rows = httpx.get(f"{base}/stats/agents").json()["items"]
+            if rows and rows[0]["runs"] == 1:
+                break
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.2)
+        assert rows[0]["name"] == "first"
+        assert (tmp_path / "data" / "chdb").is_dir()
     finally:
         process.terminate()
         process.wait(timeout=15)

@@ -69,10 +69,13 @@ def tracer_provider(enricher: Enricher, *, http: bool = False, **resource: str) 
     return provider
 
 
-def stamped(collector: OtlpTestSink) -> dict[str, dict[str, str]]:
-    """Span name -> its metadata.* attributes, as the collector received them."""
+STAMP_KEYS = ("metadata.agent_id", "metadata.agent_name", "metadata.agent_type")
+
+
+def stamped(collector: OtlpTestSink, keys: tuple[str, ...] = STAMP_KEYS) -> dict[str, dict[str, str]]:
+    """Span name -> its agent stamp attributes, as the collector received them."""
     return {
-        span.name: {kv.key: kv.value.string_value for kv in span.attributes if kv.key.startswith("metadata.agent")}
+        span.name: {kv.key: kv.value.string_value for kv in span.attributes if kv.key in keys}
         for _, _, span in collector.spans()
     }
 

@@ -33,6 +33,8 @@ def test_genai_agent_run_chat_span_exported_first_both_get_the_same_id(start_enr
         "metadata.agent_name": "planner",
         "metadata.agent_type": "custom",
     }
+    roots = stamped(collector, ("metadata.agent_root",))
+    assert roots == {"invoke_agent planner": {"metadata.agent_root": "true"}, "chat gpt-4o-mini": {}}
     assert wait_until(lambda: enricher.store.get(expected_id) is not None, 2.0)  # the row exists within 1-2 s
     assert [a.name for a in enricher.store.all()] == ["planner"]
 

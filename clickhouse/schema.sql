@@ -1,0 +1,78 @@
+-- agentmon's ClickHouse schema. Statements are separated by lines holding only ';'
+-- and applied in order by agentmon (clickhouse/__init__.py); {database} and {table} are
+-- replaced by identifiers from the configuration (AGENTMON_CLICKHOUSE_DATABASE / _TABLE).
+--
+-- 1-3: the stock OpenTelemetry Collector ClickHouse exporter's traces table, its
+-- trace-id lookup table and view, exactly as the exporter creates them (its
+-- internal/sqltemplates), so either writer - the stock exporter or agentmon's own -
+-- fills the same table with the same rows.
+-- 4-: agentmon's additions, which never change the exporter's 22-column insert:
+-- MATERIALIZED/ALIAS columns are filled by ClickHouse itself, and views hang off inserts.
+
+CREATE DATABASE IF NOT EXISTS {database}
+;
+CREATE TABLE IF NOT EXISTS {database}.{table} (
+    Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
+    TraceId String CODEC(ZSTD(1)),
+    SpanId String CODEC(ZSTD(1)),
+    ParentSpanId String CODEC(ZSTD(1)),
+    TraceState String CODEC(ZSTD(1)),
+    SpanName LowCardinality(String) CODEC(ZSTD(1)),
+    SpanKind LowCardinality(String) CODEC(ZSTD(1)),
+    ServiceName LowCardinality(String) CODEC(ZSTD(1)),
+    ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    ScopeName String CODEC(ZSTD(1)),
+    ScopeVersion String CODEC(ZSTD(1)),
+    SpanAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
+    Duration UInt64 CODEC(T64, ZSTD(1)),
+    StatusCode LowCardinality(String) CODEC(ZSTD(1)),
+    StatusMessage String CODEC(ZSTD(1)),
+    Events Nested (
+        Timestamp DateTime64(9),
+        Name LowCardinality(String),
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    Links Nested (
+        TraceId String,
+        SpanId String,
+        TraceState String,
+        Attributes Map(LowCardinality(String), String)
+    ) CODEC(ZSTD(1)),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1,
+    INDEX idx_lower_span_name lower(SpanName) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
+) ENGINE = MergeTree()
+PARTITION BY toDate(Timestamp)
+PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))
+ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
+;
+CREATE TABLE IF NOT EXISTS {database}.{table}_trace_id_ts (
+    TraceId String CODEC(ZSTD(1)),
+    Start SimpleAggregateFunction(min, DateTime) CODEC(ZSTD(1)),
+    End SimpleAggregateFunction(max, DateTime) CODEC(ZSTD(1))
+) ENGINE = AggregatingMergeTree()
+PARTITION BY toStartOfWeek(Start)
+ORDER BY (TraceId)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1
+;
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.{table}_trace_id_ts_mv
+TO {database}.{table}_trace_id_ts
+AS SELECT
+    TraceId,
+    min(Timestamp) as Start,
+    max(Timestamp) as End
+FROM {database}.{table}
+WHERE TraceId != ''
+GROUP BY TraceId
+;
+-- agentmon: the stamped agent id as a column of its own, computed by ClickHouse on insert.
+ALTER TABLE {database}.{table}
+    ADD COLUMN IF NOT EXISTS AgentId LowCardinality(String) MATERIALIZED SpanAttributes['metadata.agent_id']
+;
+ALTER TABLE {database}.{table}
+    ADD INDEX IF NOT EXISTS idx_agent_id AgentId TYPE set(0) GRANULARITY 1
