@@ -44,6 +44,15 @@ class Overloaded(Exception):
         self.retry_after = retry_after
 
 
+class _Tally:
+    """What happened to the spans of one batch, counted before the metrics are touched."""
+
+    __slots__ = ("passed", "stamped", "conflicts", "dropped")
+
+    def __init__(self) -> None:
+        self.passed = self.stamped = self.conflicts = self.dropped = 0
+
+
 def _starts_run_of(record: SpanRecord, owner: AgentRef | None) -> bool:
     return record.run_root and owner is not None and record.agent is not None and record.agent.id == owner.id
 
@@ -292,11 +301,16 @@ class Pipeline:
             removed.setdefault(id(scope_spans), (scope_spans, set()))[1].add(index)
 
         used: set[str] = set()
+        tally = _Tally()
         for record, owner in decided:
             resource_spans, scope_spans, index, span, existing = record.payload
             record.payload = None
-            if not self._stamp_in_place(span, existing, owner, used, _starts_run_of(record, owner)):
+            stamp = self._stamp_decision(owner, existing, _starts_run_of(record, owner), tally, used)
+            if stamp is None:
                 removed.setdefault(id(scope_spans), (scope_spans, set()))[1].add(index)
+            elif stamp:
+                span.MergeFromString(stamp)
+        self._count(tally)
         for scope_spans, indexes in removed.values():
             for index in sorted(indexes, reverse=True):
                 del scope_spans.spans[index]
@@ -308,22 +322,35 @@ class Pipeline:
         self._emit(released)
         directory.mark_used(used)
 
-    def _stamp_in_place(self, span, existing, owner: AgentRef | None, used: set[str], run_root: bool) -> bool:
-        """Stamp a span that is still inside its request. False if it is to be dropped."""
+    def _stamp_decision(
+        self, owner: AgentRef | None, existing, run_root: bool, tally: _Tally, used: set[str]
+    ) -> bytes | None:
+        """The bytes to append to a span for ``owner`` (b"" for none), or None to drop it."""
         if owner is None:
-            self._metrics.spans_passed_through.inc()
-            return True
+            tally.passed += 1
+            return b""
         if not owner.monitored and self._drop_unmonitored:
-            self._metrics.spans_dropped.labels("monitoring_off").inc()
-            return False
+            tally.dropped += 1
+            return None
+        used.add(owner.id)
         stamp = stamp_for(owner, existing)
         if stamp is None:
-            self._metrics.agent_id_conflicts.inc()
-        else:
-            span.MergeFromString(stamp + owner.root_stamp if run_root else stamp)
-            self._metrics.spans_stamped.inc()
-        used.add(owner.id)
-        return True
+            tally.conflicts += 1  # the span names another agent id: kept as sent
+            return b""
+        tally.stamped += 1
+        return stamp + owner.root_stamp if run_root else stamp
+
+    def _count(self, tally: _Tally) -> None:
+        # Once per batch, not per span: each Prometheus increment takes a lock.
+        metrics = self._metrics
+        if tally.passed:
+            metrics.spans_passed_through.inc(tally.passed)
+        if tally.stamped:
+            metrics.spans_stamped.inc(tally.stamped)
+        if tally.conflicts:
+            metrics.agent_id_conflicts.inc(tally.conflicts)
+        if tally.dropped:
+            metrics.spans_dropped.labels("monitoring_off").inc(tally.dropped)
 
     def _emit(self, released: list[Decision]) -> None:
         """Send spans released from the hold buffer, stamped, as one batch."""
@@ -333,25 +360,17 @@ class Pipeline:
         parts: dict[int, int] = defaultdict(int)
         dropped: dict[int, int] = defaultdict(int)
         used: set[str] = set()
+        tally = _Tally()
         for record, owner in released:
             seq, context, span_bytes, existing = record.payload
             record.payload = None  # the FIFO may keep the record a while; not its bytes
-            if owner is not None and not owner.monitored and self._drop_unmonitored:
-                self._metrics.spans_dropped.labels("monitoring_off").inc()
+            stamp = self._stamp_decision(owner, existing, _starts_run_of(record, owner), tally, used)
+            if stamp is None:
                 dropped[seq] += 1
                 continue
-            if owner is None:
-                self._metrics.spans_passed_through.inc()
-            else:
-                stamp = stamp_for(owner, existing)
-                if stamp is None:
-                    self._metrics.agent_id_conflicts.inc()
-                else:
-                    span_bytes += stamp + owner.root_stamp if _starts_run_of(record, owner) else stamp
-                    self._metrics.spans_stamped.inc()
-                used.add(owner.id)
-            groups[context].append(span_bytes)
+            groups[context].append(span_bytes + stamp)
             parts[seq] += 1
+        self._count(tally)
         if dropped:
             self._part_done(dict(dropped))
         if groups:

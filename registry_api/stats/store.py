@@ -106,9 +106,6 @@ class StatsStore:
             row["is_llm"] = bool(row["is_llm"])
         return rows
 
-    def ping(self) -> None:
-        self._client.command("SELECT 1")
-
 
 def _usage(row: dict[str, Any]) -> dict[str, Any]:
     runs = row["runs"]
