@@ -76,3 +76,49 @@ ALTER TABLE {database}.{table}
 ;
 ALTER TABLE {database}.{table}
     ADD INDEX IF NOT EXISTS idx_agent_id AgentId TYPE set(0) GRANULARITY 1
+;
+-- agentmon: the facts every stats query needs, computed once on insert instead of from the
+-- SpanAttributes map on every query (reading a Map column is the cost of a scan). Read by
+-- queries/span_facts.sql. Token and model keys: current and deprecated GenAI names,
+-- OpenInference and OpenLLMetry. LiteLLM's raw_gen_ai_request child repeats its parent's
+-- call and agent/chain spans repeat totals, so neither is an LLM call: each call counts once.
+ALTER TABLE {database}.{table}
+    ADD COLUMN IF NOT EXISTS IsLlmCall Bool MATERIALIZED
+        (SpanAttributes['gen_ai.operation.name'] IN ('chat', 'text_completion', 'generate_content', 'embeddings')
+            OR SpanAttributes['openinference.span.kind'] IN ('LLM', 'EMBEDDING')
+            OR SpanAttributes['llm.request.type'] IN ('chat', 'completion', 'embedding'))
+        AND SpanName != 'raw_gen_ai_request'
+;
+ALTER TABLE {database}.{table}
+    ADD COLUMN IF NOT EXISTS IsAgentRun Bool MATERIALIZED
+        SpanAttributes['metadata.agent_root'] = 'true'
+        AND NOT (SpanAttributes['gen_ai.operation.name'] IN ('chat', 'text_completion', 'generate_content', 'embeddings')
+            OR SpanAttributes['openinference.span.kind'] IN ('LLM', 'EMBEDDING')
+            OR SpanAttributes['llm.request.type'] IN ('chat', 'completion', 'embedding'))
+;
+ALTER TABLE {database}.{table}
+    ADD COLUMN IF NOT EXISTS InputTokens UInt64 MATERIALIZED toUInt64OrZero(multiIf(
+        SpanAttributes['gen_ai.usage.input_tokens'] != '', SpanAttributes['gen_ai.usage.input_tokens'],
+        SpanAttributes['gen_ai.usage.prompt_tokens'] != '', SpanAttributes['gen_ai.usage.prompt_tokens'],
+        SpanAttributes['llm.token_count.prompt']))
+;
+ALTER TABLE {database}.{table}
+    ADD COLUMN IF NOT EXISTS OutputTokens UInt64 MATERIALIZED toUInt64OrZero(multiIf(
+        SpanAttributes['gen_ai.usage.output_tokens'] != '', SpanAttributes['gen_ai.usage.output_tokens'],
+        SpanAttributes['gen_ai.usage.completion_tokens'] != '', SpanAttributes['gen_ai.usage.completion_tokens'],
+        SpanAttributes['llm.token_count.completion']))
+;
+ALTER TABLE {database}.{table}
+    ADD COLUMN IF NOT EXISTS LlmModel LowCardinality(String) MATERIALIZED multiIf(
+        SpanAttributes['gen_ai.response.model'] != '', SpanAttributes['gen_ai.response.model'],
+        SpanAttributes['gen_ai.request.model'] != '', SpanAttributes['gen_ai.request.model'],
+        SpanAttributes['llm.model_name'])
+;
+-- The cost the span reports itself (LiteLLM, OpenInference); NULL when it reports none, and
+-- the query prices the tokens from the model price table instead.
+ALTER TABLE {database}.{table}
+    ADD COLUMN IF NOT EXISTS SpanCostUsd Nullable(Float64) MATERIALIZED toFloat64OrNull(multiIf(
+        SpanAttributes['gen_ai.cost.total_cost'] != '', SpanAttributes['gen_ai.cost.total_cost'],
+        SpanAttributes['llm.cost.total'] != '', SpanAttributes['llm.cost.total'],
+        SpanAttributes['litellm.cost.total'] != '', SpanAttributes['litellm.cost.total'],
+        SpanAttributes['gen_ai.usage.cost']))
