@@ -13,7 +13,7 @@ import math
 
 import clickhouse
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList
@@ -534,7 +534,10 @@ def has_non_finite(v: AnyValue) -> bool:
     if which == "double_value":
         return not math.isfinite(v.double_value)
     if which == "kvlist_value":
-        return any(has_non_finite(kv.value) for kv in v.kvlist_value.values)
+        # Map.AsRaw keeps the last of duplicate keys: a NaN that a later duplicate replaced
+        # never reaches json.Marshal.
+        surviving = {kv.key: kv.value for kv in v.kvlist_value.values}
+        return any(has_non_finite(value) for value in surviving.values())
     if which == "array_value":
         return any(has_non_finite(x) for x in v.array_value.values)
     return False
@@ -542,6 +545,7 @@ def has_non_finite(v: AnyValue) -> bool:
 
 @settings(max_examples=300, deadline=None)
 @given(any_values)
+@example(kvlist(("", arr(d(math.inf))), ("", AnyValue())))  # a duplicate key replaces the inf: '{"":null}'
 def test_any_value_to_string_never_raises(value):
     out = any_value_to_string(value)
     assert isinstance(out, str)
