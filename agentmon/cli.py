@@ -161,7 +161,9 @@ def _serve_api(settings: Settings) -> int:
 
     app = create_app(settings)
     log.info("registry API on http://%s:%d (OpenAPI at /docs)", settings.host, settings.api_port)
-    uvicorn.run(app, host=settings.host, port=settings.api_port, log_level=settings.log_level)
+    # The dashboard's live streams never end by themselves: cut them 3 s into a shutdown.
+    uvicorn.run(app, host=settings.host, port=settings.api_port, log_level=settings.log_level,
+                timeout_graceful_shutdown=3)
     return 0
 
 

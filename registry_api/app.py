@@ -12,7 +12,8 @@ from sqlalchemy.exc import DBAPIError
 
 import agentmon
 from agentmon.config import Settings
-from registry_api.routes import agents, health
+from registry_api import ui
+from registry_api.routes import agents, health, live
 from registry_api.routes import stats as stats_routes
 from registry_api.stats import StatsStore, load_prices
 from registry_api.store import AgentStore, RegistryUnavailable, create_registry_engine
@@ -50,6 +51,8 @@ def create_app(
     app.include_router(health.router)
     app.include_router(agents.router)
     app.include_router(stats_routes.router)
+    app.include_router(live.router)
+    ui.install(app)
     _install_error_handlers(app)
     return app
 

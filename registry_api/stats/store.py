@@ -96,6 +96,11 @@ class StatsStore:
         )
         return rows[0]["total"] if rows else 0
 
+    def data_version(self) -> int:
+        """Changes whenever spans are written (see queries/data_version.sql)."""
+        rows = self._rows("data_version", {"database_name": self._database, "table_name": self._table})
+        return int(rows[0]["version"] or 0) if rows else 0
+
     def trace(self, trace_id: str) -> list[dict[str, Any]]:
         rows = self._rows("trace_spans", {"trace_id": trace_id})
         for row in rows:
