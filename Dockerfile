@@ -21,6 +21,7 @@ COPY enricher ./enricher
 COPY registry_api ./registry_api
 COPY migrations ./migrations
 COPY clickhouse ./clickhouse
+COPY integrations ./integrations
 
 # A regular (non-editable) install: the image runs from site-packages, so the sources are
 # removed afterwards. Non-Python files reach the image only if pyproject.toml lists them as
