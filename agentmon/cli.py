@@ -208,6 +208,9 @@ def _run_up(settings: Settings) -> int:
         settings = settings.model_copy(update={"clickhouse_url": f"chdb://{chdb_dir}"})
     _run_migrate(settings)
     enricher = _start_enricher(settings)
+    if not settings.runs_otlp_endpoint:
+        # Runs reported over HTTP go to this process's own receiver, wherever it bound (port 0 too).
+        settings = settings.model_copy(update={"runs_otlp_endpoint": f"127.0.0.1:{enricher.grpc_port}"})
     try:
         return _serve_api(settings)
     finally:

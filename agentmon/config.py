@@ -102,6 +102,25 @@ class Settings(BaseSettings):
         default=None, description="YAML model price table replacing the shipped one (USD per 1M tokens)."
     )
 
+    # ---- registry API: runs reported by agents that cannot speak OTLP -------------------
+    runs_otlp_endpoint: str | None = Field(
+        default=None,
+        description="host:port of the enricher's OTLP/gRPC receiver that /agents/{id}/trace/start and /end "
+        "send their spans to; default the local enricher (127.0.0.1:GRPC_PORT).",
+    )
+    run_max_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        le=7 * 86400,
+        description="A run not ended within this is closed as an error span by the API.",
+    )
+    runs_max_open: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Most runs open at once through the API; beyond it trace/start answers 429.",
+    )
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_means_none(cls, value: Any) -> Any:
@@ -128,6 +147,16 @@ class Settings(BaseSettings):
         if self.registry_url:
             return self.registry_url
         return f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    @property
+    def runs_otlp_target(self) -> str:
+        """Where run spans go: the configured endpoint, else this machine's enricher."""
+        if self.runs_otlp_endpoint:
+            return self.runs_otlp_endpoint
+        host = self.host if self.host not in ("", "0.0.0.0", "::", "[::]") else "127.0.0.1"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.grpc_port}"
 
     @property
     def api_key_value(self) -> str | None:

@@ -32,6 +32,12 @@ class EnricherMetrics:
             registry=r,
         )
         self.spans_dropped = Counter("agentmon_spans_dropped", "Spans dropped on purpose.", ["reason"], registry=r)
+        self.run_announcements = Counter(
+            "agentmon_run_announcements",
+            "Run announcements (spans with agentmon.announce from the registry API's trace/start): "
+            "taught the attributor a run's agent, never forwarded or stored.",
+            registry=r,
+        )
         self.agent_id_conflicts = Counter(
             "agentmon_agent_id_conflicts",
             "Spans that already carried a different metadata.agent_id (kept, not overwritten).",

@@ -10,6 +10,13 @@ spans still held for attribution are replayed after a crash too: at-least-once.
 Backpressure: a bounded number of requests may wait for the worker and the journal has
 a byte budget; beyond either, ``submit`` raises ``Overloaded`` and receivers answer
 RESOURCE_EXHAUSTED / 429 so that clients retry later.
+
+Run announcements: a span carrying ``agentmon.announce`` (sent by the registry API when a
+run starts, with the run's own trace and span id and its agent's explicit identity) is
+fed to the attributor, so the trace knows that span id's agent and the run's LLM calls
+are stamped at once instead of waiting for the run's span, which only comes at its end.
+An announcement is never delivered downstream nor stored: it counts as consumed, and a
+record holding nothing else is committed at once.
 """
 
 from __future__ import annotations
@@ -34,6 +41,11 @@ log = logging.getLogger(__name__)
 
 # Downstream collectors take 4 MiB by default; stamped requests are split below that.
 MAX_EXPORT_BYTES = 3 * 1024 * 1024
+
+# A span carrying this attribute (the registry API sends "run") is a run announcement:
+# learned from, never forwarded.
+RUN_ANNOUNCE_KEY = "agentmon.announce"
+_ANNOUNCE_MARKER = RUN_ANNOUNCE_KEY.encode()
 
 
 class Overloaded(Exception):
@@ -239,16 +251,23 @@ class Pipeline:
         except Exception:
             # Forward what was received, unstamped: an acknowledged span is never dropped.
             log.exception("could not enrich request %d; forwarding it as received", seq)
+            if _ANNOUNCE_MARKER in payload:  # announcements are never forwarded, even here
+                payload, span_count = _without_announcements(payload)
+            else:
+                span_count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
             with self._outstanding_lock:
-                self._outstanding[seq] = self._outstanding.get(seq, 0) + 1
+                if span_count:
+                    self._outstanding[seq] = self._outstanding.get(seq, 0) + 1
                 self._last_processed = max(self._last_processed, seq)
-            span_count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
-            self._deliver(payload, span_count, {seq: 1})
+            if span_count:
+                self._deliver(payload, span_count, {seq: 1})
 
     def _process(self, seq: int, request: ExportTraceServiceRequest) -> None:
         rules, directory = self._rules, self._directory
         records: list[SpanRecord] = []
         span_total = 0
+        announcements: list[tuple[object, int]] = []  # (scope_spans, index): removed, never delivered
+        announced: set[int] = set()  # id() of the announcement records given to the attributor
         for resource_spans in request.resource_spans:
             resource_attrs = {kv.key: kv.value for kv in resource_spans.resource.attributes}
             resource_match = rules.identify_resource(resource_attrs)
@@ -270,20 +289,28 @@ class Pipeline:
                     if linked_trace is None and span.links:
                         first = span.links[0].trace_id
                         linked_trace = first if self._attributor.knows(first) else None
-                    records.append(
-                        SpanRecord(
-                            span.trace_id,
-                            span.span_id,
-                            span.parent_span_id,
-                            agent,
-                            linked_trace,
-                            group,
-                            payload=(resource_spans, scope_spans, index, span, existing_stamp(attrs)),
-                            agent_from_resource=from_resource,
-                        )
+                    record = SpanRecord(
+                        span.trace_id,
+                        span.span_id,
+                        span.parent_span_id,
+                        agent,
+                        linked_trace,
+                        group,
+                        payload=(resource_spans, scope_spans, index, span, existing_stamp(attrs)),
+                        agent_from_resource=from_resource,
                     )
+                    if RUN_ANNOUNCE_KEY in attrs:  # the only per-span cost: one dict lookup
+                        announcements.append((scope_spans, index))
+                        if agent is None:
+                            continue  # names no agent: nothing to learn
+                        # Its own span id is one of its trace's agents, so the attributor always
+                        # decides it at once (never holds it); it is dropped from "decided" below.
+                        announced.add(id(record))
+                    records.append(record)
                 span_total += len(scope_spans.spans)
-        self._metrics.spans_received.inc(span_total)
+        if announcements:
+            self._metrics.run_announcements.inc(len(announcements))
+        self._metrics.spans_received.inc(span_total - len(announcements))
 
         decided, released = self._attributor.process(records)
         decided_ids = {id(record) for record, _ in decided}
@@ -291,6 +318,8 @@ class Pipeline:
         # Held spans leave the request first, as self-contained bytes: nothing that follows
         # may leave the attributor holding a reference into this request.
         removed: dict[int, tuple[object, set[int]]] = {}  # scope_spans id -> (scope_spans, indexes)
+        for scope_spans, index in announcements:
+            removed.setdefault(id(scope_spans), (scope_spans, set()))[1].add(index)
         contexts: dict[int, SpanContext] = {}
         for record in held:
             resource_spans, scope_spans, index, span, existing = record.payload
@@ -305,6 +334,8 @@ class Pipeline:
         for record, owner in decided:
             resource_spans, scope_spans, index, span, existing = record.payload
             record.payload = None
+            if announced and id(record) in announced:
+                continue  # learned from; already marked for removal
             stamp = self._stamp_decision(owner, existing, _starts_run_of(record, owner), tally, used)
             if stamp is None:
                 removed.setdefault(id(scope_spans), (scope_spans, set()))[1].add(index)
@@ -421,3 +452,18 @@ class Pipeline:
             self._journal.commit(upto)
             self._last_commit = upto
         self._metrics.queue_depth.labels("journal_bytes").set(self._journal.pending_bytes)
+
+
+def _without_announcements(payload: bytes) -> tuple[bytes, int]:
+    """``payload`` without its run announcements, and the count of the spans left (error path only)."""
+    request = ExportTraceServiceRequest.FromString(payload)
+    count = 0
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            kept = [span for span in scope_spans.spans
+                    if not any(kv.key == RUN_ANNOUNCE_KEY for kv in span.attributes)]
+            if len(kept) != len(scope_spans.spans):
+                del scope_spans.spans[:]
+                scope_spans.spans.extend(kept)
+            count += len(kept)
+    return request.SerializeToString(), count

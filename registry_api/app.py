@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
 
 import agentmon
 from agentmon.config import Settings
 from registry_api import ui
-from registry_api.routes import agents, health, live
+from registry_api.routes import agents, health, live, runs
 from registry_api.routes import stats as stats_routes
+from registry_api.runs import OtlpRunExporter, RunService
 from registry_api.stats import StatsStore, load_prices
 from registry_api.store import AgentStore, RegistryUnavailable, create_registry_engine
 
@@ -33,11 +35,24 @@ def create_app(
     if stats is None and settings.clickhouse_url:
         stats = stats_store_from(settings)
 
+    # Runs started through the API: their spans go to the enricher over OTLP/gRPC.
+    runs_service = RunService(
+        OtlpRunExporter(settings.runs_otlp_target),
+        max_open=settings.runs_max_open,
+        max_seconds=settings.run_max_seconds,
+    )
+
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        if owns_store:
-            store.engine.dispose()
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
+        service: RunService = application.state.runs  # tests may swap it before startup
+        service.start_reaper()
+        try:
+            yield
+        finally:
+            # Off the event loop: closing sends the spans of runs still open (bounded wait).
+            await run_in_threadpool(service.close)
+            if owns_store:
+                store.engine.dispose()
 
     app = FastAPI(
         title="agentmon registry API",
@@ -48,8 +63,10 @@ def create_app(
     app.state.settings = settings
     app.state.store = store
     app.state.stats = stats
+    app.state.runs = runs_service
     app.include_router(health.router)
     app.include_router(agents.router)
+    app.include_router(runs.router)
     app.include_router(stats_routes.router)
     app.include_router(live.router)
     ui.install(app)

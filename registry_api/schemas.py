@@ -6,8 +6,20 @@ import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
+from registry_api.runs import spans as run_spans
 from registry_api.store import DEFAULT_PROJECT, Agent
 
 AgentType = Literal["vanna", "langflow", "flowise", "autogen", "custom"]
@@ -98,3 +110,85 @@ class ErrorOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok", "unavailable"]
     registry: str
+
+
+# ---- runs reported through the API (trace/start, trace/end) ----------------------------
+
+AttributeValue = StrictBool | StrictInt | StrictFloat | StrictStr
+TraceIdHex = Annotated[str, Field(description="32 hex characters, as returned by trace/start.")]
+SpanIdHex = Annotated[str, Field(description="16 hex characters, as returned by trace/start.")]
+
+
+def _check_attributes(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    return run_spans.check_attributes(value)
+
+
+class RunStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: Any = Field(default=None, description="The run's input: text, or any JSON (kept as JSON text), "
+                       f"clipped to {run_spans.MAX_TEXT} characters.")
+    attributes: dict[str, AttributeValue] | None = Field(
+        default=None,
+        description=f"Span attributes: at most {run_spans.MAX_ATTRIBUTES}, scalar values; keys agentmon sets "
+        "(metadata.agent_*, agentmon.*, gen_ai.operation.name, gen_ai.agent.*, input.value, ...) are refused.",
+    )
+    traceparent: str | None = Field(
+        default=None,
+        description="W3C traceparent of the caller's span: the run becomes its child, in its trace. "
+        "Default: a new trace.",
+    )
+
+    _check_attributes = field_validator("attributes")(_check_attributes)
+
+    @field_validator("traceparent")
+    @classmethod
+    def _valid_traceparent(cls, value: str | None) -> str | None:
+        if value is not None:
+            run_spans.parse_traceparent(value)
+        return value
+
+    def parent(self) -> tuple[bytes, bytes] | None:
+        return run_spans.parse_traceparent(self.traceparent) if self.traceparent else None
+
+
+class RunStarted(BaseModel):
+    trace_id: str
+    span_id: str
+    traceparent: str = Field(description="Pass it on (e.g. to LiteLLM) so that calls become children of the run.")
+    expires_at: datetime = Field(description="When the run is closed as an error unless ended before.")
+
+
+class RunEnd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    trace_id: TraceIdHex
+    span_id: SpanIdHex
+    output: Any = Field(default=None, description=f"The run's output, clipped to {run_spans.MAX_TEXT} characters.")
+    error: Annotated[str, StringConstraints(min_length=1)] | None = Field(
+        default=None, description="Given: the run failed with this message (an ERROR span)."
+    )
+    attributes: dict[str, AttributeValue] | None = Field(
+        default=None, description="More span attributes, added to (and overriding) those given at start."
+    )
+
+    _check_attributes = field_validator("attributes")(_check_attributes)
+
+    @field_validator("trace_id")
+    @classmethod
+    def _valid_trace_id(cls, value: str) -> str:
+        run_spans.parse_id(value, 16, "trace_id")
+        return value.strip().lower()
+
+    @field_validator("span_id")
+    @classmethod
+    def _valid_span_id(cls, value: str) -> str:
+        run_spans.parse_id(value, 8, "span_id")
+        return value.strip().lower()
+
+
+class RunEnded(BaseModel):
+    trace_id: str
+    span_id: str
+    duration_ms: float
+    status: Literal["ok", "error"]
