@@ -36,6 +36,9 @@ def run_attributes(agent: RegisteredAgent) -> dict[str, str]:
     }
     if agent.external_id:
         attributes["metadata.agent_external_id"] = agent.external_id
+    # The project is part of the identity: without it, a span that reaches the enricher before
+    # its registry view has the row would be taken for a new agent of the default project.
+    attributes["agentmon.project.id"] = agent.project_id
     return attributes
 
 
