@@ -92,6 +92,8 @@ ALTER TABLE {database}.{table}
 ALTER TABLE {database}.{table}
     ADD COLUMN IF NOT EXISTS IsAgentRun Bool MATERIALIZED
         SpanAttributes['metadata.agent_root'] = 'true'
+        -- AutoGen announces each agent with a create_agent span: that is not a run of it.
+        AND SpanAttributes['gen_ai.operation.name'] != 'create_agent'
         AND NOT (SpanAttributes['gen_ai.operation.name'] IN ('chat', 'text_completion', 'generate_content', 'embeddings')
             OR SpanAttributes['openinference.span.kind'] IN ('LLM', 'EMBEDDING')
             OR SpanAttributes['llm.request.type'] IN ('chat', 'completion', 'embedding'))

@@ -52,6 +52,9 @@ SPANS = [
     ("invoke_agent planner", {"metadata.agent_id": "a1", "metadata.agent_root": "true",
                               "gen_ai.operation.name": "invoke_agent", "gen_ai.usage.input_tokens": "120"}),
     ("GET /", {"http.route": "/", "gen_ai.usage.cost": "not a number"}),
+    # AutoGen's create_agent span starts no run, even where the enricher marked it a root
+    ("create_agent writer", {"metadata.agent_id": "a2", "metadata.agent_root": "true",
+                             "gen_ai.operation.name": "create_agent", "gen_ai.system": "autogen"}),
 ]
 
 EXPECTED = [
@@ -61,6 +64,7 @@ EXPECTED = [
     ("raw_gen_ai_request", "", False, False, 120, 0, "", None),
     ("invoke_agent planner", "a1", False, True, 120, 0, "", None),
     ("GET /", "", False, False, 0, 0, "", None),
+    ("create_agent writer", "a2", False, False, 0, 0, "", None),
 ]
 
 

@@ -124,6 +124,8 @@ def test_studio_teams_are_registered_and_autogen_core_spans_land_on_those_rows(a
     assert tree["roots"][0]["name"] == f"autogen publish writer_{team.team_id}.({team.team_id})-T"
     writer_runs = agentmon_stack.get(f"/agents/{_autogen_id('writer')}/traces")["items"]
     assert format(turn, "032x") in {item["trace_id"] for item in writer_runs}
+    # One turn is one run: the create_agent span that introduced writer is not a run of it.
+    assert agentmon_stack.get(f"/agents/{_autogen_id('writer')}/stats")["runs"] == 1
     editor = agentmon_stack.get(f"/agents/{_autogen_id('editor')}/stats")
     assert (editor["llm_calls"], editor["input_tokens"], editor["output_tokens"]) == (1, 160, 8)
 
