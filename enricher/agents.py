@@ -128,7 +128,7 @@ class AgentDirectory:
             if ref is not None:
                 if ref.provisional:
                     self._enqueue(identity)  # not written yet (e.g. the queue was full): ask again
-                elif identity.external_id is not None and ref.name != identity.name:
+                elif identity.external_id is not None and ref.name != identity.name and not identity.name_is_placeholder:
                     self._enqueue(identity)  # renamed upstream: let the registry row follow
                 return ref
         ref = AgentRef(identity.agent_id, identity.name, identity.type, provisional=True)

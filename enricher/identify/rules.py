@@ -184,13 +184,19 @@ def _sources(value: Any, where: str) -> list[Source]:
 
 
 def first_value(sources: Sequence[Source], view: SpanView, groups: Mapping[str, str]) -> str | None:
+    return first_value_and_source(sources, view, groups)[0]
+
+
+def first_value_and_source(
+    sources: Sequence[Source], view: SpanView, groups: Mapping[str, str]
+) -> tuple[str | None, Source | None]:
     for source in sources:
         value = source.get(view, groups)
         if value:
             value = value.strip()
             if value:
-                return value[:MAX_VALUE]
-    return None
+                return value[:MAX_VALUE], source
+    return None, None
 
 
 # ---- conditions ------------------------------------------------------------------
@@ -272,7 +278,7 @@ class Rule:
             if not condition.test(view, groups):
                 return None
         agent_id = first_value(self.agent_id, view, groups)
-        name = first_value(self.name, view, groups)
+        name, name_source = first_value_and_source(self.name, view, groups)
         if name is None:
             return Identification(self.id, None, agent_id) if agent_id else None
         agent_type = first_value(self.type, view, groups) or "custom"
@@ -284,6 +290,7 @@ class Rule:
             type=agent_type,
             project_id=project or DEFAULT_PROJECT,
             external_id=first_value(self.external_id, view, groups),
+            name_is_placeholder=isinstance(name_source, LiteralSource),
         )
         return Identification(self.id, identity, agent_id)
 

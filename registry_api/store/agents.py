@@ -320,7 +320,11 @@ class AgentStore:
         changes: dict[str, Any] = {}
         if identity.external_id is not None and agent.external_id is None:
             changes["external_id"] = identity.external_id  # first time we learn it
-        elif identity.external_id is not None and agent.name not in (identity.name, _disambiguated(identity)):
+        elif (
+            identity.external_id is not None
+            and not identity.name_is_placeholder
+            and agent.name not in (identity.name, _disambiguated(identity))
+        ):
             changes["name"] = identity.name  # the flow was renamed; the row follows
         if not changes:
             return agent

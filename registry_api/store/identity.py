@@ -8,7 +8,7 @@ the registry is slow or down and create the row later.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 AGENT_TYPES: tuple[str, ...] = ("vanna", "langflow", "flowise", "autogen", "custom")
 AGENT_STATUSES: tuple[str, ...] = ("active", "inactive")
@@ -24,14 +24,17 @@ class AgentIdentity:
     type: str = "custom"
     project_id: str = DEFAULT_PROJECT
     external_id: str | None = None
+    # A name a rule made up from a template (``flowise-{project}``) rather than read from the
+    # agent itself: good enough to create a row, never a reason to rename one.
+    name_is_placeholder: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         # Surrounding white space never distinguishes two agents (MariaDB ignores trailing
         # spaces in comparisons), so it is dropped before the id is derived.
-        for field in ("name", "project_id", "external_id"):
-            value = getattr(self, field)
+        for name in ("name", "project_id", "external_id"):
+            value = getattr(self, name)
             if isinstance(value, str) and value != value.strip():
-                object.__setattr__(self, field, value.strip())
+                object.__setattr__(self, name, value.strip())
         if not self.name or len(self.name) > 255:
             raise ValueError("agent name must be 1 to 255 characters")
         if self.type not in AGENT_TYPES:

@@ -75,6 +75,7 @@ def test_autogen_and_genai(rules) -> None:
 def test_langflow_phoenix_and_traceloop(rules) -> None:
     phoenix = identify(rules, attrs(langflow__flow_id=FLOW_ID, langflow__flow_name="Support Flow", openinference__span__kind="CHAIN"), name="Langflow")
     assert (phoenix.identity.name, phoenix.identity.type, phoenix.identity.external_id) == ("Support Flow", "langflow", FLOW_ID)
+    assert not phoenix.identity.name_is_placeholder  # the flow's own name: a rename follows it
     traceloop = identify(rules, attrs(traceloop__span__kind="workflow"), name=f"Support Flow - {FLOW_ID}", scope="langflow")
     assert (traceloop.rule_id, traceloop.identity.name, traceloop.identity.external_id) == ("langflow-traceloop", "Support Flow", FLOW_ID)
 
@@ -82,6 +83,7 @@ def test_langflow_phoenix_and_traceloop(rules) -> None:
 def test_flowise_root_and_resource(rules) -> None:
     root = identify(rules, attrs(session__id="chat-1"), attrs(openinference__project__name=FLOW_ID), name="Flowise", scope="phoenix-tracer-1234")
     assert (root.identity.name, root.identity.type, root.identity.external_id) == (f"flowise-{FLOW_ID}", "flowise", FLOW_ID)
+    assert root.identity.name_is_placeholder  # made up by the rule: it must not rename a registered chatflow
     resource = attrs(telemetry__sdk__language="nodejs", openinference__project__name="faq-bot", service__name="faq-bot")
     llm = identify(rules, attrs(openinference__span__kind="LLM"), resource, name="ChatOpenAI")
     assert (llm.rule_id, llm.identity.name, llm.identity.type, llm.identity.external_id) == ("flowise-resource", "faq-bot", "flowise", None)

@@ -41,6 +41,18 @@ def test_external_id_lookup_keeps_one_row_when_the_display_name_changes(store: A
     assert len(store.all()) == 1
 
 
+def test_a_placeholder_name_never_renames_a_registered_agent(store: AgentStore) -> None:
+    # Registered as "Order Assistant"; Flowise spans only yield the rule's "flowise-{id}".
+    registered, _ = store.resolve_or_create(AgentIdentity(name="Order Assistant", type="flowise", external_id="cf-7"))
+    seen, created = store.resolve_or_create(
+        AgentIdentity(name="flowise-cf-7", type="flowise", external_id="cf-7", name_is_placeholder=True))
+    assert not created and seen.id == registered.id and seen.name == "Order Assistant"
+    assert store.get(registered.id).name == "Order Assistant"
+    # The agent's own name still wins when it changes.
+    renamed, _ = store.resolve_or_create(AgentIdentity(name="Order Bot", type="flowise", external_id="cf-7"))
+    assert renamed.name == "Order Bot"
+
+
 def test_a_name_only_row_learns_its_external_id(store: AgentStore) -> None:
     by_name, _ = store.resolve_or_create(AgentIdentity(name="flow", type="flowise"))
     with_ext, created = store.resolve_or_create(AgentIdentity(name="flow", type="flowise", external_id="cf-1"))
