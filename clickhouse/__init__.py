@@ -13,6 +13,17 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# Operation names that make a span an LLM call (schema.sql's IsLlmCall): the GenAI
+# conventions' and OpenLLMetry's, and LiteLLM's call types, which LiteLLM writes into
+# gen_ai.operation.name and llm.request.type for every call but a sync completion.
+LLM_OPERATIONS = (
+    "chat", "text_completion", "generate_content", "embeddings",  # GenAI semantic conventions
+    "completion", "embedding",  # OpenLLMetry llm.request.type
+    "acompletion", "atext_completion", "aembedding", "responses", "aresponses",  # LiteLLM call types
+    "anthropic_messages", "agenerate_content",
+)
+LLM_OPERATIONS_SQL = "(" + ", ".join(f"'{name}'" for name in LLM_OPERATIONS) + ")"
 _chdb_clients: dict[str, Client] = {}
 _chdb_lock = threading.Lock()
 
@@ -30,7 +41,12 @@ def _check_identifiers(database: str, table: str) -> None:
 def schema_statements(database: str, table: str) -> list[str]:
     """The DDL of schema.sql for this database and table, one statement each."""
     _check_identifiers(database, table)
-    text = _sql("schema.sql").replace("{database}", database).replace("{table}", table)
+    text = (
+        _sql("schema.sql")
+        .replace("{llm_operations}", LLM_OPERATIONS_SQL)
+        .replace("{database}", database)
+        .replace("{table}", table)
+    )
     statements = []
     for chunk in re.split(r"^;\s*$", text, flags=re.MULTILINE):
         body = "\n".join(line for line in chunk.splitlines() if not line.lstrip().startswith("--")).strip()

@@ -82,11 +82,13 @@ ALTER TABLE {database}.{table}
 -- queries/span_facts.sql. Token and model keys: current and deprecated GenAI names,
 -- OpenInference and OpenLLMetry. LiteLLM's raw_gen_ai_request child repeats its parent's
 -- call and agent/chain spans repeat totals, so neither is an LLM call: each call counts once.
+-- {llm_operations}: GenAI operation names and OpenLLMetry request types, plus LiteLLM's call
+-- types, which it writes into both keys (acompletion, aembedding, responses, ...).
 ALTER TABLE {database}.{table}
     ADD COLUMN IF NOT EXISTS IsLlmCall Bool MATERIALIZED
-        (SpanAttributes['gen_ai.operation.name'] IN ('chat', 'text_completion', 'generate_content', 'embeddings')
+        (SpanAttributes['gen_ai.operation.name'] IN {llm_operations}
             OR SpanAttributes['openinference.span.kind'] IN ('LLM', 'EMBEDDING')
-            OR SpanAttributes['llm.request.type'] IN ('chat', 'completion', 'embedding'))
+            OR SpanAttributes['llm.request.type'] IN {llm_operations})
         AND SpanName != 'raw_gen_ai_request'
 ;
 ALTER TABLE {database}.{table}
@@ -94,9 +96,7 @@ ALTER TABLE {database}.{table}
         SpanAttributes['metadata.agent_root'] = 'true'
         -- AutoGen announces each agent with a create_agent span: that is not a run of it.
         AND SpanAttributes['gen_ai.operation.name'] != 'create_agent'
-        AND NOT (SpanAttributes['gen_ai.operation.name'] IN ('chat', 'text_completion', 'generate_content', 'embeddings')
-            OR SpanAttributes['openinference.span.kind'] IN ('LLM', 'EMBEDDING')
-            OR SpanAttributes['llm.request.type'] IN ('chat', 'completion', 'embedding'))
+        AND NOT IsLlmCall
 ;
 ALTER TABLE {database}.{table}
     ADD COLUMN IF NOT EXISTS InputTokens UInt64 MATERIALIZED toUInt64OrZero(multiIf(
