@@ -1,0 +1,108 @@
+"""The enricher next to two references under the same load and the same sink:
+
+- ``enricher``: `agentmon enricher` forwarding over OTLP/gRPC (gzip) to the sink;
+- ``rotel``: the rotel collector (Rust, PyPI package `rotel`) forwarding over OTLP/gRPC (gzip) to the sink;
+- ``null``: a Python grpcio receiver that acknowledges and drops (the ceiling of the load generator).
+
+Every target runs in its own process and gets the same requests of 512 realistic spans
+(bench/workload.py) from the same load generator, 8 in flight. Run by hand:
+
+    .venv/bin/pip install 'rotel==0.0.1a15'      # or: pip install -e '.[bench]'
+    .venv/bin/python bench/compare_collectors.py --requests 400 --rounds 2
+
+Prints one line per target and round: spans/s, p50/p99 Export latency, the target's RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.enricher_throughput import free_port, load, rss_mb, wait_port  # noqa: E402
+from bench.workload import make_requests  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_sink(port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                             f"from bench.enricher_throughput import run_null_sink; run_null_sink({port})"])
+
+
+def start_enricher(grpc_port: int, sink_port: int) -> subprocess.Popen:
+    data = Path(tempfile.mkdtemp(prefix="agentmon-bench-"))
+    env = {**os.environ, "AGENTMON_DATA_DIR": str(data), "AGENTMON_LOG_LEVEL": "warning"}
+    subprocess.run([sys.executable, "-m", "agentmon.cli", "migrate"], env=env, check=True, capture_output=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "agentmon.cli", "enricher", "--grpc-port", str(grpc_port),
+         "--http-port", str(free_port()), "--forward-otlp", f"127.0.0.1:{sink_port}"], env=env)
+
+
+def rotel_binary() -> Path:
+    try:
+        import rotel
+    except ImportError:
+        sys.exit("rotel is not installed: .venv/bin/pip install 'rotel==0.0.1a15'")
+    return Path(rotel.__file__).parent / "rotel-agent"
+
+
+def start_rotel(grpc_port: int, sink_port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
+         "--otlp-http-endpoint", f"127.0.0.1:{free_port()}", "--exporter", "otlp",
+         "--otlp-exporter-endpoint", f"http://127.0.0.1:{sink_port}", "--otlp-exporter-compression", "gzip"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_null(grpc_port: int, _sink_port: int) -> subprocess.Popen:
+    return start_sink(grpc_port)
+
+
+TARGETS = {"enricher": start_enricher, "rotel": start_rotel, "null": start_null}
+
+
+def run(target: str, payloads: list[bytes], inflight: int, spans: int) -> dict:
+    sink_port, grpc_port = free_port(), free_port()
+    sink = start_sink(sink_port)
+    process = TARGETS[target](grpc_port, sink_port)
+    try:
+        wait_port(sink_port)
+        wait_port(grpc_port)
+        time.sleep(0.5)
+        load(grpc_port, payloads[:20], inflight, spans)  # warm-up: connections, caches, agents
+        result = load(grpc_port, payloads, inflight, spans)
+        result["rss_mb"] = rss_mb(process.pid)
+        return result
+    finally:
+        for child in (process, sink):
+            child.terminate()
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--spans", type=int, default=512)
+    parser.add_argument("--inflight", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--targets", default="enricher,rotel,null")
+    args = parser.parse_args()
+    payloads = make_requests(args.requests, args.spans)
+    for round_number in range(1, args.rounds + 1):
+        for target in args.targets.split(","):
+            result = run(target, payloads, args.inflight, args.spans)
+            print(f"round={round_number} target={target} " + " ".join(
+                f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
