@@ -65,7 +65,7 @@ class OtlpGrpcForwarder:
         max_request_bytes: int = 4 * 1024 * 1024,
         max_in_flight: int = 2,
         initial_backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        max_backoff: float = 10.0,
         name: str = "otlp",
     ) -> None:
         if compression not in ("gzip", "none"):
@@ -115,6 +115,10 @@ class OtlpGrpcForwarder:
         self._accepting = True
         self._stopped = threading.Event()  # set by shutdown: senders abandon what they hold
         self._failing = False  # for logging an outage once, not once per attempt
+        # Senders back off on their own timers; when one gets through, the others retry at
+        # once instead of sleeping out their backoff while the journal stays full.
+        self._recovery = threading.Condition()
+        self._recoveries = 0
         self._threads = [
             threading.Thread(target=self._run, name=f"{name}-sender-{i}", daemon=True) for i in range(max_in_flight)
         ]
@@ -149,6 +153,8 @@ class OtlpGrpcForwarder:
         if not self.force_flush(timeout):
             log.warning("%s: shutting down with undelivered spans; they stay unacknowledged", self.name)
         self._stopped.set()
+        with self._recovery:
+            self._recovery.notify_all()
         with self._cond:
             # Not acknowledged on purpose: the pipeline still has them in its journal.
             self._queue.clear()
@@ -209,7 +215,7 @@ class OtlpGrpcForwarder:
                         log.warning("%s: export to %s failed (%s: %s); retrying", self.name, self._endpoint,
                                     code.name, error.details())
                     # Honour the server's RetryInfo; bounded so that a bogus hint cannot stall us.
-                    self._stopped.wait(min(delay, self._max_backoff) if delay is not None else self._backoff(attempt))
+                    self._pause(min(delay, self._max_backoff) if delay is not None else self._backoff(attempt))
                     attempt += 1
                     continue
                 if len(batches) > 1:
@@ -228,12 +234,15 @@ class OtlpGrpcForwarder:
                     return
                 log.warning("%s: export to %s raised %r; retrying", self.name, self._endpoint, error)
                 self._retries.inc()
-                self._stopped.wait(self._backoff(attempt))
+                self._pause(self._backoff(attempt))
                 attempt += 1
                 continue
             if self._failing:
                 self._failing = False
                 log.info("%s: export to %s works again", self.name, self._endpoint)
+                with self._recovery:
+                    self._recoveries += 1
+                    self._recovery.notify_all()
             rejected = min(response.partial_success.rejected_spans, spans)
             if rejected:
                 # Accepted as a request: retrying the same spans would be rejected again.
@@ -243,6 +252,12 @@ class OtlpGrpcForwarder:
             self._forwarded.inc(spans - rejected)
             _finish(batches, True)
             return
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep before a retry; cut short by shutdown or by another sender getting through."""
+        with self._recovery:
+            seen = self._recoveries
+            self._recovery.wait_for(lambda: self._stopped.is_set() or self._recoveries != seen, timeout=seconds)
 
     def _backoff(self, attempt: int) -> float:
         # Exponential with jitter so that several senders (and agentmon instances) do not
