@@ -48,6 +48,9 @@ class AgentRef:
     type: str
     monitored: bool = True
     provisional: bool = False
+    # An id a span asserted (metadata.agent_id) that this view has not seen in the registry
+    # yet: trusted until the next refresh, which the miss brings forward.
+    unverified: bool = False
 
     @property
     def stamp(self) -> bytes:
@@ -107,17 +110,29 @@ class AgentDirectory:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
+        self._refresh_now = threading.Event()
+        self._unknown_ids: set[str] = set()  # asserted ids the registry did not have
         self._threads: list[threading.Thread] = []
         self.loaded = threading.Event()
 
     # ---- hot path (the pipeline thread) ----------------------------------------
 
     def resolve(self, found: Identification) -> AgentRef | None:
+        identity = found.identity
         if found.agent_id is not None:
             known = self._by_id.get(found.agent_id)
-            if known is not None and not known.provisional:
+            if known is not None and (not known.provisional or known.unverified):
                 return known
-        identity = found.identity
+            if (known is None and identity is not None and found.agent_id != identity.agent_id
+                    and found.agent_id not in self._unknown_ids):
+                # The caller registered first and names its row's id (an agent with an external
+                # id or a project, named here only by name): the view is just behind. Stamp the
+                # asserted id rather than derive another, and re-read the registry now.
+                ref = AgentRef(found.agent_id, identity.name, identity.type, provisional=True, unverified=True)
+                with self._lock:
+                    ref = self._by_id.setdefault(ref.id, ref)
+                self._refresh_now.set()
+                return ref
         if identity is None:
             return None  # an explicit id the registry does not know, and no name to register
         agent_id = self._by_key.get(identity.key)
@@ -159,6 +174,7 @@ class AgentDirectory:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self._refresh_now.set()
         with self._lock:
             self._wake.notify_all()
         for thread in self._threads:
@@ -176,6 +192,12 @@ class AgentDirectory:
         with self._lock:
             for agent_id, ref in self._by_id.items():
                 if ref.provisional and agent_id not in by_id:
+                    if ref.unverified:
+                        # Asserted but not in the registry: from now on its spans register by
+                        # their name like any other (bounded: a flood of made-up ids is cut).
+                        if len(self._unknown_ids) < 100_000:
+                            self._unknown_ids.add(agent_id)
+                        continue
                     by_id[agent_id] = ref
             self._by_id = by_id
             self._by_external = by_external
@@ -265,4 +287,5 @@ class AgentDirectory:
             except Exception as error:
                 self._metrics.registry_errors.inc()
                 log.warning("cannot refresh agents from the registry: %s", error)
-            self._stop.wait(self._refresh_seconds)
+            self._refresh_now.wait(self._refresh_seconds)
+            self._refresh_now.clear()
