@@ -6,7 +6,7 @@ each ``generate_sql`` in an agent span, with the question as input and the SQL a
 through LiteLLM inside it (``LiteLLMChat``, or ``litellm_submit_prompt`` in your own ``submit_prompt``) are
 child spans of that run, and name the agent themselves::
 
-    class MyVanna(ChromaDB_VectorStore, LiteLLMChat):        # LiteLLMChat in place of OpenAI_Chat
+    class MyVanna(LiteLLMChat, ChromaDB_VectorStore):        # LiteLLMChat in place of OpenAI_Chat, listed first
         def __init__(self, config=None):
             ChromaDB_VectorStore.__init__(self, config=config)
             LiteLLMChat.__init__(self, config=config)        # config["model"]: any LiteLLM model
@@ -14,6 +14,10 @@ child spans of that run, and name the agent themselves::
     configure_otel("http://127.0.0.1:4317")                  # integrations.litellm
     vn = MonitoredVanna(MyVanna(config={"model": "gpt-4o-mini"}), connection_id="warehouse-prod")
     sql = vn.generate_sql("How many orders last week?")      # everything else is passed through to MyVanna
+
+LiteLLMChat must come before the vector store: it does not derive from VannaBase, so listed after a
+VannaBase subclass its methods would lose to VannaBase's abstract ones (``Can't instantiate abstract class``).
+In Vanna 2.x the classic API is ``vanna.legacy`` (``from vanna.legacy.chromadb import ChromaDB_VectorStore``).
 """
 
 from __future__ import annotations
@@ -130,7 +134,8 @@ def litellm_submit_prompt(prompt: list[dict[str, Any]] | str, *, model: str, **c
 
 class LiteLLMChat:
     """Vanna's LLM methods (``system_message``, ``user_message``, ``assistant_message``, ``submit_prompt``)
-    on LiteLLM, to mix in place of ``OpenAI_Chat`` and friends. ``config``: ``model`` (required), and
+    on LiteLLM, to mix in place of ``OpenAI_Chat`` and friends, as the FIRST base class (it does not derive
+    from VannaBase, whose abstract methods would otherwise come first). ``config``: ``model`` (required), and
     ``litellm_kwargs``, more keyword arguments for ``litellm.completion`` (temperature, api_base...)."""
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:

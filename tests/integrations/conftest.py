@@ -166,6 +166,8 @@ def agentmon_stack(tmp_path, chdb_url, clickhouse_database) -> Iterator[Agentmon
                             registry_refresh_seconds=0.2, api_key=API_KEY)
         enricher = Enricher(settings)
         enricher.start()
+        # As `agentmon up` does: runs reported over HTTP go to the enricher's (free) gRPC port.
+        settings = settings.model_copy(update={"runs_otlp_endpoint": f"127.0.0.1:{enricher.grpc_port}"})
         try:
             with ServedApp(create_app(settings)) as api:
                 stack = AgentmonStack(enricher, api, collector, settings)
