@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
@@ -90,6 +92,21 @@ def stats_store_from(settings: Settings) -> StatsStore:
 def _install_error_handlers(app: FastAPI) -> None:
     """Errors become JSON bodies; stack traces stay in the server log."""
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer, unless the offending input cannot be written back as JSON
+        # (NaN, Infinity, a lone UTF-16 surrogate): then the field errors without the input.
+        errors = jsonable_encoder(error.errors())
+        try:
+            return JSONResponse(status_code=422, content={"detail": errors})
+        except (ValueError, UnicodeError, RecursionError):
+            slim = [
+                {"type": e.get("type"), "loc": [_printable(part) for part in e.get("loc", ())],
+                 "msg": _printable(e.get("msg", ""))}
+                for e in errors
+            ]
+            return JSONResponse(status_code=422, content={"detail": slim})
+
     @app.exception_handler(RegistryUnavailable)
     @app.exception_handler(DBAPIError)
     async def _database_unavailable(request: Request, error: Exception) -> JSONResponse:
@@ -104,3 +121,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(status_code=500, content={"detail": "internal server error"})
+
+
+def _printable(value: object) -> object:
+    """Text that UTF-8 can encode (lone surrogates become '?'); other values unchanged."""
+    return value.encode("utf-8", "replace").decode("utf-8") if isinstance(value, str) else value

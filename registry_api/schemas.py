@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,13 +26,45 @@ from registry_api.store import DEFAULT_PROJECT, Agent
 
 AgentType = Literal["vanna", "langflow", "flowise", "autogen", "custom"]
 AgentStatus = Literal["active", "inactive"]
-Text255 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control_characters(value: str) -> str:
+    # U+001F separates the fields an agent id is derived from (store/identity.py): inside a
+    # field it would let two different identities share one id. NUL and the rest are no
+    # part of a name either (SQLite's LIKE and lower() even stop at a NUL).
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (U+0000 to U+001F, U+007F)")
+    return value
+
+
+Text255 = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255), AfterValidator(_no_control_characters)
+]
 
 MAX_CONFIG_BYTES = 64 * 1024
+MAX_CONFIG_DEPTH = 64  # JSON responses are serialised to a bounded depth: a deeper config could never be read back
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 def _bounded_config(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is not None and len(json.dumps(value, separators=(",", ":"))) > MAX_CONFIG_BYTES:
+    if value is None:
+        return value
+    if _depth(value) > MAX_CONFIG_DEPTH:
+        raise ValueError(f"config must nest at most {MAX_CONFIG_DEPTH} levels of objects and arrays")
+    if len(json.dumps(value, separators=(",", ":"))) > MAX_CONFIG_BYTES:
         raise ValueError(f"config must serialise to at most {MAX_CONFIG_BYTES} bytes of JSON")
     return value
 

@@ -58,6 +58,15 @@ def validate(request: ExportTraceServiceRequest) -> None:
                     )
                 if span.parent_span_id and len(span.parent_span_id) != 8:
                     raise InvalidPayload(f"span {span.name!r}: parent_span_id must be empty or 8 bytes")
+                if len(span.links):  # len() is the cheapest test on a upb repeated field
+                    # The collector refuses a whole request over one bad link id: accepting it
+                    # here would lose the request's spans downstream after acknowledging them.
+                    for link in span.links:
+                        if len(link.trace_id) not in (0, 16) or len(link.span_id) not in (0, 8):
+                            raise InvalidPayload(
+                                f"span {span.name!r}: a link's trace_id must be 16 bytes and span_id 8 bytes "
+                                f"(got {len(link.trace_id)} and {len(link.span_id)})"
+                            )
 
 
 def _list(container: Any, *keys: str) -> list:

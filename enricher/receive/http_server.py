@@ -91,17 +91,43 @@ async def _read_body(request: Request, encoding: str, limit: int) -> bytes:
             raise PayloadTooLarge
     if encoding in ("", "identity"):
         return bytes(raw)
-    # wbits 47 = gzip or zlib header, auto-detected; max_length bounds a decompression bomb.
-    decompressor = zlib.decompressobj(47 if encoding == "gzip" else 15)
-    try:
-        body = decompressor.decompress(bytes(raw), limit + 1)
-    except zlib.error as error:
-        raise InvalidPayload(f"body is not valid {encoding}: {error}") from None
-    if len(body) > limit or decompressor.unconsumed_tail:
-        raise PayloadTooLarge
-    if not decompressor.eof:
-        raise InvalidPayload(f"the {encoding} body is truncated")
-    return body
+    return _decompress(raw, encoding, limit)
+
+
+_MAX_GZIP_MEMBERS = 1024
+_INFLATE_CHUNK = 64 * 1024
+
+
+def _decompress(raw: bytearray, encoding: str, limit: int) -> bytes:
+    """Inflate a gzip (RFC 1952, possibly several members, as Go's reader allows) or zlib body.
+
+    max_length bounds a decompression bomb; the input is fed in chunks so that the copy zlib
+    makes of the bytes after each member stays small however many members there are.
+    """
+    view = memoryview(raw)
+    body = bytearray()
+    position = members = 0
+    while members == 0 or position < len(view):
+        members += 1
+        if members > _MAX_GZIP_MEMBERS:
+            raise InvalidPayload(f"the gzip body has more than {_MAX_GZIP_MEMBERS} members")
+        if members > 1 and encoding != "gzip":
+            raise InvalidPayload(f"the {encoding} body has data after its end")
+        # wbits 47 = gzip or zlib header, auto-detected.
+        decompressor = zlib.decompressobj(47 if encoding == "gzip" else 15)
+        while not decompressor.eof:
+            if position >= len(view):
+                raise InvalidPayload(f"the {encoding} body is truncated")
+            chunk = view[position : position + _INFLATE_CHUNK]
+            position += len(chunk)
+            try:
+                body += decompressor.decompress(chunk, limit + 1 - len(body))
+            except zlib.error as error:
+                raise InvalidPayload(f"body is not valid {encoding}: {error}") from None
+            if len(body) > limit or decompressor.unconsumed_tail:
+                raise PayloadTooLarge
+        position -= len(decompressor.unused_data)
+    return bytes(body)
 
 
 def _error(status: int, code: int, message: str, *, as_json: bool, headers: dict[str, str] | None = None) -> Response:

@@ -17,6 +17,7 @@ router = APIRouter(tags=["stats"])
 _BUCKET = re.compile(r"^(\d+)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+_MAX_BUCKET_SECONDS = 2**32 - 1  # a UInt32 query parameter
 _NOT_FOUND = {404: {"model": ErrorOut}}
 
 
@@ -32,14 +33,24 @@ def window(
     to: Annotated[datetime | None, Query(description="End, exclusive (ISO 8601); default now.")] = None,
 ) -> Window:
     end = _utc(to) if to else datetime.now(UTC)
-    start = _utc(from_) if from_ else end - timedelta(hours=24)
+    start = _utc(from_) if from_ else max(_EARLIEST, end - timedelta(hours=24))
     if start >= end:
         raise HTTPException(422, "`from` must be before `to`")
     return Window(start, end)
 
 
+# Span times are Int64 nanoseconds since the epoch (1677-09-21 to 2262-04-11): a window reaching
+# beyond is cut to what can hold spans, rather than overflowing the query parameters.
+_EARLIEST = datetime(1677, 9, 22, tzinfo=UTC)
+_LATEST = datetime(2262, 4, 11, tzinfo=UTC)
+
+
 def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # its offset takes it past year 1 or 9999
+        return _EARLIEST if moment.year < 2000 else _LATEST
+    return min(max(moment, _EARLIEST), _LATEST)
 
 
 def _known_agent(agent_id: str, store: AgentStore):
@@ -102,8 +113,8 @@ def agent_timeseries(
     if match is None:
         raise HTTPException(422, "bucket must look like 30s, 5m, 1h or 1d")
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds < 60 or (span.end - span.start).total_seconds() / seconds > 10_000:
-        raise HTTPException(422, "bucket must be at least 1m and give at most 10000 buckets")
+    if seconds < 60 or seconds > _MAX_BUCKET_SECONDS or (span.end - span.start).total_seconds() / seconds > 10_000:
+        raise HTTPException(422, "bucket must be at least 1m and at most 49710d, and give at most 10000 buckets")
     return {"from": span.start, "to": span.end, "bucket_seconds": seconds,
             "buckets": stats.timeseries(span, agent_id, seconds)}
 

@@ -167,6 +167,12 @@ class RunAgent:
         return attributes
 
 
+def _utf8(text: str) -> str:
+    """``text`` as protobuf takes it: JSON may spell lone UTF-16 surrogates, which UTF-8 cannot
+    encode; they become '?' (as Go's JSON decoder would replace them) instead of failing the span."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _any_value(value: Any) -> AnyValue:
     if isinstance(value, bool):
         return AnyValue(bool_value=value)
@@ -174,7 +180,7 @@ def _any_value(value: Any) -> AnyValue:
         return AnyValue(int_value=value)
     if isinstance(value, float):
         return AnyValue(double_value=value)
-    return AnyValue(string_value=str(value))
+    return AnyValue(string_value=_utf8(str(value)))
 
 
 def _span(agent: RunAgent, trace_id: bytes, span_id: bytes, parent_span_id: bytes,
@@ -187,7 +193,7 @@ def _span(agent: RunAgent, trace_id: bytes, span_id: bytes, parent_span_id: byte
         kind=Span.SPAN_KIND_INTERNAL,
         start_time_unix_nano=start_ns,
         end_time_unix_nano=end_ns,
-        attributes=[KeyValue(key=key, value=_any_value(value)) for key, value in attributes.items()],
+        attributes=[KeyValue(key=_utf8(key), value=_any_value(value)) for key, value in attributes.items()],
     )
 
 
@@ -222,7 +228,7 @@ def run_span(
         values["error.type"] = error_type
     span = _span(agent, trace_id, span_id, parent_span_id, start_ns, end_ns, values)
     if error is not None:
-        span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message=clip(error)))
+        span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message=_utf8(clip(error))))
     return span
 
 

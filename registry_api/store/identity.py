@@ -14,6 +14,8 @@ AGENT_TYPES: tuple[str, ...] = ("vanna", "langflow", "flowise", "autogen", "cust
 AGENT_STATUSES: tuple[str, ...] = ("active", "inactive")
 DEFAULT_PROJECT = "default-project"
 
+CONTROL_CHARACTERS = dict.fromkeys([*range(0x20), 0x7F])
+
 # Fixed forever: changing it would change every agent's id.
 AGENT_ID_NAMESPACE = uuid.UUID("5b0c4c2e-7a7e-4a8e-9f5e-2f0a6d1e7c11")
 
@@ -33,8 +35,12 @@ class AgentIdentity:
         # spaces in comparisons), so it is dropped before the id is derived.
         for name in ("name", "project_id", "external_id"):
             value = getattr(self, name)
-            if isinstance(value, str) and value != value.strip():
-                object.__setattr__(self, name, value.strip())
+            if isinstance(value, str):
+                # The key joins the fields with U+001F: a control character inside a field could
+                # make two identities one. None belongs in a name, so they are dropped.
+                cleaned = value.translate(CONTROL_CHARACTERS).strip()
+                if cleaned != value:
+                    object.__setattr__(self, name, cleaned)
         if not self.name or len(self.name) > 255:
             raise ValueError("agent name must be 1 to 255 characters")
         if self.type not in AGENT_TYPES:
