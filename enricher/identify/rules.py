@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from enricher.identify.structured import field_text
-from registry_api.store.identity import AGENT_TYPES, DEFAULT_PROJECT, AgentIdentity
+from registry_api.store.identity import AGENT_TYPES, CONTROL_CHARACTERS, DEFAULT_PROJECT, AgentIdentity
 
 _SOURCE = re.compile(r"^(span|resource):([^\[\]]+)(?:\[([^\[\]]+)\])?$")
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
@@ -193,7 +193,7 @@ def first_value_and_source(
     for source in sources:
         value = source.get(view, groups)
         if value:
-            value = value.strip()
+            value = value.translate(CONTROL_CHARACTERS).strip()  # as AgentIdentity would: never empty after
             if value:
                 return value[:MAX_VALUE], source
     return None, None
