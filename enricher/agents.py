@@ -86,6 +86,9 @@ def _stamp_cache(agent_id: str, name: str, agent_type: str) -> bytes:
     return stamp
 
 
+MIN_FORCED_REFRESH_SECONDS = 0.25
+
+
 class AgentDirectory:
     def __init__(
         self,
@@ -185,6 +188,9 @@ class AgentDirectory:
 
     def refresh(self) -> None:
         """Re-read every agent (the registry is small); keeps provisional agents not yet written."""
+        with self._lock:
+            # Only asserted ids already waiting when the read starts can be judged by it.
+            asserted_before = {agent_id for agent_id, ref in self._by_id.items() if ref.unverified}
         agents = self._store.all()
         by_id = {agent.id: AgentRef.of(agent) for agent in agents}
         by_external = {(a.project_id, a.type, a.external_id): a.id for a in agents if a.external_id is not None}
@@ -192,7 +198,7 @@ class AgentDirectory:
         with self._lock:
             for agent_id, ref in self._by_id.items():
                 if ref.provisional and agent_id not in by_id:
-                    if ref.unverified:
+                    if ref.unverified and agent_id in asserted_before:
                         # Asserted but not in the registry: from now on its spans register by
                         # their name like any other (bounded: a flood of made-up ids is cut).
                         if len(self._unknown_ids) < 100_000:
@@ -289,3 +295,5 @@ class AgentDirectory:
                 log.warning("cannot refresh agents from the registry: %s", error)
             self._refresh_now.wait(self._refresh_seconds)
             self._refresh_now.clear()
+            # A burst of unknown asserted ids must not turn into back-to-back full reads.
+            self._stop.wait(MIN_FORCED_REFRESH_SECONDS)
