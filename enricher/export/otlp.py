@@ -201,6 +201,9 @@ class OtlpGrpcForwarder:
         spans = sum(batch.span_count for batch in batches)
         attempt = 0
         while not self._stopped.is_set():
+            # Noted before the attempt: a recovery by another sender during it must still
+            # cut this sender's backoff short.
+            recoveries = self._recoveries
             try:
                 response = self._export(payload, timeout=self._timeout)
             except grpc.RpcError as error:
@@ -215,7 +218,7 @@ class OtlpGrpcForwarder:
                         log.warning("%s: export to %s failed (%s: %s); retrying", self.name, self._endpoint,
                                     code.name, error.details())
                     # Honour the server's RetryInfo; bounded so that a bogus hint cannot stall us.
-                    self._pause(min(delay, self._max_backoff) if delay is not None else self._backoff(attempt))
+                    self._pause(min(delay, self._max_backoff) if delay is not None else self._backoff(attempt), recoveries)
                     attempt += 1
                     continue
                 if len(batches) > 1:
@@ -234,7 +237,7 @@ class OtlpGrpcForwarder:
                     return
                 log.warning("%s: export to %s raised %r; retrying", self.name, self._endpoint, error)
                 self._retries.inc()
-                self._pause(self._backoff(attempt))
+                self._pause(self._backoff(attempt), recoveries)
                 attempt += 1
                 continue
             if self._failing:
@@ -253,11 +256,13 @@ class OtlpGrpcForwarder:
             _finish(batches, True)
             return
 
-    def _pause(self, seconds: float) -> None:
-        """Sleep before a retry; cut short by shutdown or by another sender getting through."""
+    def _pause(self, seconds: float, recoveries_seen: int) -> None:
+        """Sleep before a retry; cut short by shutdown or by another sender getting through
+        since ``recoveries_seen`` was read."""
         with self._recovery:
-            seen = self._recoveries
-            self._recovery.wait_for(lambda: self._stopped.is_set() or self._recoveries != seen, timeout=seconds)
+            self._recovery.wait_for(
+                lambda: self._stopped.is_set() or self._recoveries != recoveries_seen, timeout=seconds
+            )
 
     def _backoff(self, attempt: int) -> float:
         # Exponential with jitter so that several senders (and agentmon instances) do not
