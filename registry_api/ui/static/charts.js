@@ -21,7 +21,11 @@ function niceMax(value) {
 function barChart({ buckets, series, formatValue, from, to, bucketSeconds }) {
   const width = 600, height = 180, left = 64, right = 8, top = 8, bottom = 22;
   const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
-  const slots = Math.max(1, Math.round((to - from) / (bucketSeconds * 1000)));
+  // Buckets start on whole multiples of their width: count slots from the one holding `from`,
+  // or the window's oldest, partly covered bucket would fall off the chart.
+  const size = bucketSeconds * 1000;
+  const origin = Math.floor(from / size) * size;
+  const slots = Math.max(1, Math.ceil((to - origin) / size));
   const totals = buckets.map((b) => series.reduce((sum, s) => sum + b[s.key], 0));
   const max = niceMax(Math.max(0, ...totals));
   const plotWidth = width - left - right, plotHeight = height - top - bottom;
@@ -32,7 +36,7 @@ function barChart({ buckets, series, formatValue, from, to, bucketSeconds }) {
   }
   const slotWidth = plotWidth / slots;
   for (const bucket of buckets) {
-    const index = Math.floor((Date.parse(bucket.bucket_start) - from) / (bucketSeconds * 1000));
+    const index = Math.floor((Date.parse(bucket.bucket_start) - origin) / size);
     if (index < 0 || index >= slots) continue;
     let base = 0;
     for (const s of series) {
