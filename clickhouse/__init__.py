@@ -13,6 +13,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ADD_COLUMN = re.compile(r"ADD COLUMN IF NOT EXISTS (\w+ )")
 
 # Operation names that make a span an LLM call (schema.sql's IsLlmCall): the GenAI
 # conventions' and OpenLLMetry's, and LiteLLM's call types, which LiteLLM writes into
@@ -52,6 +53,12 @@ def schema_statements(database: str, table: str) -> list[str]:
         body = "\n".join(line for line in chunk.splitlines() if not line.lstrip().startswith("--")).strip()
         if body:
             statements.append(body)
+            # ADD COLUMN IF NOT EXISTS keeps the expression a table was first given; the same
+            # definition as MODIFY COLUMN brings an existing table up to this version's
+            # (a metadata change: parts already written keep their stored values).
+            added = _ADD_COLUMN.search(body)
+            if added:
+                statements.append(body[: added.start()] + "MODIFY COLUMN " + added.group(1) + body[added.end():])
     return statements
 
 

@@ -14,7 +14,8 @@ AGENT_TYPES: tuple[str, ...] = ("vanna", "langflow", "flowise", "autogen", "cust
 AGENT_STATUSES: tuple[str, ...] = ("active", "inactive")
 DEFAULT_PROJECT = "default-project"
 
-CONTROL_CHARACTERS = dict.fromkeys([*range(0x20), 0x7F])
+# Control characters become spaces ("Sales\tBot" stays two words); see __post_init__.
+CONTROL_CHARACTERS = dict.fromkeys([*range(0x20), 0x7F], " ")
 
 # Fixed forever: changing it would change every agent's id.
 AGENT_ID_NAMESPACE = uuid.UUID("5b0c4c2e-7a7e-4a8e-9f5e-2f0a6d1e7c11")
@@ -37,7 +38,7 @@ class AgentIdentity:
             value = getattr(self, name)
             if isinstance(value, str):
                 # The key joins the fields with U+001F: a control character inside a field could
-                # make two identities one. None belongs in a name, so they are dropped.
+                # make two identities one. None belongs in a name, so each becomes a space.
                 cleaned = value.translate(CONTROL_CHARACTERS).strip()
                 if cleaned != value:
                     object.__setattr__(self, name, cleaned)

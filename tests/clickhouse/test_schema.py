@@ -95,3 +95,14 @@ def test_identifiers_are_checked_before_any_sql():
         clickhouse.schema_statements("otel; DROP TABLE x", "otel_traces")
     with pytest.raises(ValueError, match="identifier"):
         clickhouse.query("agent_stats", "otel", "t`")
+
+
+def test_an_older_fact_definition_is_brought_up_to_date(client, clickhouse_database) -> None:
+    statements = clickhouse.schema_statements(clickhouse_database, "otel_traces")
+    for statement in statements[:4]:
+        client.command(statement)
+    # A table that got IsLlmCall from an older agentmon, with an older definition.
+    client.command(f"ALTER TABLE {clickhouse_database}.otel_traces ADD COLUMN IsLlmCall Bool MATERIALIZED false")
+    clickhouse.ensure_schema(client, clickhouse_database, "otel_traces")
+    insert(client, clickhouse_database, SPANS)
+    assert facts(client, clickhouse_database) == EXPECTED
