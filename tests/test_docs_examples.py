@@ -24,6 +24,7 @@ import pytest
 
 from tests.enricher.conftest import wait_until
 from tests.integrations.conftest import AgentmonStack, agentmon_stack  # noqa: F401 (agentmon_stack: a fixture)
+from tests.support.litellm_proxy import running_litellm_proxy
 from tests.support.fake_flow_servers import (
     FakeAutoGenStudio,
     FakeFlowise,
@@ -142,29 +143,9 @@ def litellm_proxy(agentmon_stack: AgentmonStack, env: dict[str, str], tmp_path: 
     """``litellm --config docs/examples/litellm_proxy.yaml`` with the guide's environment; its URL."""
     port = closed_port()
     proxy_env = {**env, **PROXY_ENV}
-    log = (tmp_path / "proxy.log").open("w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "litellm"), "--config", "docs/examples/litellm_proxy.yaml",
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=REPO, env=proxy_env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/health/liveliness", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return proc.poll() is not None
-
-    try:
-        assert wait_until(ready, 90) and proc.poll() is None, (tmp_path / "proxy.log").read_text()[-3000:]
+    with running_litellm_proxy("docs/examples/litellm_proxy.yaml", port, env=proxy_env, cwd=REPO,
+                               log_path=tmp_path / "proxy.log", ready_timeout=90) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 def test_litellm_proxy_clients(agentmon_stack: AgentmonStack, env: dict[str, str], litellm_proxy: str) -> None:

@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import litellm
 import pytest
 from litellm.integrations.opentelemetry import OpenTelemetry
@@ -39,6 +38,7 @@ from integrations.litellm import (
 )
 from integrations.runs import agent_run, set_output
 from registry_api.store.identity import AgentIdentity
+from tests.support.litellm_proxy import running_litellm_proxy
 from tests.enricher.conftest import wait_until
 from tests.support.servers import closed_port
 
@@ -391,29 +391,8 @@ def litellm_proxy(agentmon_stack, tmp_path) -> Iterator[str]:
            if not key.startswith(("OTEL_", "LITELLM_OTEL", "USE_OTEL"))}
     env.update(otel_environment(f"http://{agentmon_stack.otlp_grpc_endpoint}", service_name="litellm-proxy"))
     env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_MASTER_KEY=PROXY_KEY, OTEL_BSP_SCHEDULE_DELAY="100")
-    log = (tmp_path / "proxy.log").open("w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "litellm"), "--config", str(config),
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            return httpx.get(f"{url}/health/liveliness", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return proc.poll() is not None
-
-    try:
-        assert wait_until(ready, 120) and proc.poll() is None, (tmp_path / "proxy.log").read_text()[-3000:]
+    with running_litellm_proxy(config, port, env=env, cwd=tmp_path, log_path=tmp_path / "proxy.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
 
 
 def test_proxy_call_joins_the_callers_run(agentmon_stack, litellm_proxy) -> None:
