@@ -30,6 +30,8 @@ from enricher.metrics import EnricherMetrics
 
 PENDING: Any = object()
 MAX_CHAIN = 128
+_CHAIN = range(MAX_CHAIN)
+_NO_AGENTS: dict = {}  # shared by every _Trace without agents: never written to
 MAX_PARENTS_PER_TRACE = 20_000
 MAX_GROUPS = 10_000
 
@@ -49,19 +51,46 @@ class SpanRecord:
     run_root: bool = False  # set by the attributor: the span that starts a run of its agent
 
 
-@dataclass(slots=True)
 class _Trace:
-    agents: dict[bytes, AgentRef] = field(default_factory=dict)
-    parents: dict[bytes, bytes] = field(default_factory=dict)
-    root_seen: bool = False
-    linked: bytes | None = None
-    group: str | None = None
-    held: list[SpanRecord] = field(default_factory=list)
-    touched: float = 0.0
-    outermost: AgentRef | None = None  # cached; reset whenever the trace learns something
+    # A plain class: one is made per trace of every request. Most traces never get an agent
+    # or a held span, so those two start as shared empty values, replaced on first write
+    # (by process_batch and _hold only): every container made here is more work for the
+    # garbage collector, which measurably dominated attribution before.
+    __slots__ = ("agents", "parents", "root_seen", "linked", "group", "held", "touched", "outermost")
+
+    def __init__(self) -> None:
+        self.agents: dict[bytes, AgentRef] = _NO_AGENTS
+        self.parents: dict[bytes, bytes] = {}
+        self.root_seen = False
+        self.linked: bytes | None = None
+        self.group: str | None = None
+        self.held: list[SpanRecord] | tuple[()] = ()
+        self.touched = 0.0
+        self.outermost: AgentRef | None = None  # cached; reset whenever the trace learns something
 
 
 Decision = tuple[SpanRecord, AgentRef | None]
+
+
+@dataclass(slots=True)
+class SpanBatch:
+    """One request's spans as columns, index-aligned: most spans are nothing but three ids,
+    and a SpanRecord each would cost more than deciding them. The sparse maps hold what a
+    few spans have (the meaning of each is SpanRecord's field of the same name)."""
+
+    ids: list[tuple[bytes, bytes, bytes]]  # (trace_id, span_id, parent_span_id) of each span
+    agents: dict[int, AgentRef] = field(default_factory=dict)
+    from_resource: set[int] = field(default_factory=set)
+    linked: dict[int, bytes] = field(default_factory=dict)
+    groups: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    owners: list[Any]  # per span: its agent, None (no agent), or PENDING (held)
+    held: dict[int, SpanRecord]  # the held spans' records (the caller sets their payload)
+    run_roots: set[int]  # the spans that start a run of the agent they name
+    released: list[Decision]  # spans held earlier whose agent this batch revealed
 
 
 class TraceAttributor:
@@ -103,48 +132,117 @@ class TraceAttributor:
         """Decide ``records`` (one request's spans). Returns (decided now, released):
         ``released`` are spans held earlier whose agent this request revealed. Records
         in neither list are held."""
+        batch = SpanBatch([(r.trace_id, r.span_id, r.parent_span_id) for r in records])
+        for index, record in enumerate(records):
+            if record.agent is not None:
+                batch.agents[index] = record.agent
+            if record.agent_from_resource:
+                batch.from_resource.add(index)
+            if record.linked_trace is not None:
+                batch.linked[index] = record.linked_trace
+            if record.group is not None:
+                batch.groups[index] = record.group
+        result = self.process_batch(batch, records)
+        decided = [(record, owner) for record, owner in zip(records, result.owners) if owner is not PENDING]
+        return decided, result.released
+
+    def process_batch(self, batch: SpanBatch, records: list[SpanRecord] | None = None) -> BatchResult:
+        """Decide one request's spans (``process`` with columns). A held span gets a
+        SpanRecord (``records[index]`` when given), kept here until it is released."""
         now = self._clock()
+        ids = batch.ids
+        agents, groups = batch.agents, batch.groups
         touched: dict[bytes, _Trace] = {}
         new_groups: list[str] = []
-        for record in records:
-            trace = touched.get(record.trace_id)
-            if trace is None:
-                trace = self._trace(record.trace_id, now)
-                trace.outermost = None
-                touched[record.trace_id] = trace
-            if len(trace.parents) < MAX_PARENTS_PER_TRACE:
-                trace.parents[record.span_id] = record.parent_span_id
-            if not record.parent_span_id:
+        # Every span's parent, in span order (the order traces are created and evicted in).
+        trace = None
+        last_trace_id = None
+        for trace_id, span_id, parent_id in ids:
+            if trace_id != last_trace_id:  # spans of a trace usually come together
+                trace = touched.get(trace_id)
+                if trace is None:
+                    trace = self._trace(trace_id, now)
+                    trace.outermost = None
+                    touched[trace_id] = trace
+                last_trace_id = trace_id
+            parents = trace.parents
+            if len(parents) < MAX_PARENTS_PER_TRACE:
+                parents[span_id] = parent_id
+            if not parent_id:
                 trace.root_seen = True
-            if record.agent is not None:
-                trace.agents[record.span_id] = record.agent
-                if record.group is not None and self._groups.get(record.group) != record.agent:
-                    self._learn_group(record.group, record.agent)
-                    new_groups.append(record.group)
-            if record.group is not None and trace.group is None:
-                trace.group = record.group
-            if record.linked_trace is not None and trace.linked is None and record.linked_trace != record.trace_id:
-                trace.linked = record.linked_trace
-                self._dependents.setdefault(record.linked_trace, set()).add(record.trace_id)
+        # What the few spans with more than ids tell their traces, in span order too.
+        if agents or groups or batch.linked:
+            for index in sorted(agents.keys() | groups.keys() | batch.linked.keys()):
+                trace_id, span_id, _ = ids[index]
+                trace = touched[trace_id]
+                agent, group = agents.get(index), groups.get(index)
+                if agent is not None:
+                    if trace.agents is _NO_AGENTS:
+                        trace.agents = {}
+                    trace.agents[span_id] = agent
+                    if group is not None and self._groups.get(group) != agent:
+                        self._learn_group(group, agent)
+                        new_groups.append(group)
+                if group is not None and trace.group is None:
+                    trace.group = group
+                linked = batch.linked.get(index)
+                if linked is not None and trace.linked is None and linked != trace_id:
+                    trace.linked = linked
+                    self._dependents.setdefault(linked, set()).add(trace_id)
 
-        for record in records:
-            if record.agent is not None:
-                record.run_root = self._starts_run(touched[record.trace_id], record)
+        run_roots = {
+            index
+            for index, agent in agents.items()
+            if self._starts_run(touched[ids[index][0]], ids[index][2], agent, index in batch.from_resource)
+        }
 
-        decided: list[Decision] = []
-        for record in records:
-            trace = touched[record.trace_id]
-            owner = self._owner(trace, record.span_id)
+        owners: list[Any] = []
+        held: dict[int, SpanRecord] = {}
+        last_trace_id = None
+        for index, (trace_id, span_id, parent_id) in enumerate(ids):
+            if trace_id != last_trace_id:
+                trace = touched[trace_id]
+                last_trace_id = trace_id
+                trace_agents, parents = trace.agents, trace.parents
+                # No agent, link or group: no agent can be above any of its spans.
+                simple = not trace_agents and trace.linked is None and trace.group is None
+            # self._owner(trace, span_id), inline: most chains are one or two spans long.
+            owner = PENDING  # a gap in the ancestry, or a chain longer than MAX_CHAIN
+            current = span_id
+            for _ in _CHAIN:
+                if not simple:
+                    agent = trace_agents.get(current)
+                    if agent is not None:
+                        owner = agent
+                        break
+                parent = parents.get(current)
+                if parent is None:
+                    break  # a gap: that ancestor has not arrived
+                if not parent:  # the root, and no agent on the way
+                    owner = None if simple else self._owner_above_agents(trace)
+                    break
+                current = parent
+            owners.append(owner)
             if owner is PENDING:
+                if records is not None:
+                    record = records[index]
+                else:
+                    record = SpanRecord(
+                        trace_id, span_id, parent_id, agents.get(index), batch.linked.get(index),
+                        groups.get(index), agent_from_resource=index in batch.from_resource,
+                    )
+                record.run_root = index in run_roots
+                held[index] = record
                 self._hold(trace, record, now)
-            else:
-                decided.append((record, owner))
+        if records is not None:
+            for index in agents:
+                records[index].run_root = index in run_roots
 
         released = self._revisit(touched, new_groups)
         for trace_id, trace in touched.items():
             self._forget_if_finished(trace_id, trace)
         self._evict_over_capacity(released)
-        return decided, released
+        return BatchResult(owners, held, run_roots, released)
 
     def expire(self) -> list[Decision]:
         """Release held spans whose time is up, with the best agent known by then
@@ -179,23 +277,24 @@ class TraceAttributor:
             # An ancestor has not arrived, and it may be an agent (even after the root:
             # an intermediate agent span can end, and arrive, after its trace's root).
             return PENDING
+        return self._owner_above_agents(trace)
+
+    def _owner_above_agents(self, trace: _Trace) -> Any:
+        """The owner of a span whose whole ancestry has arrived and names no agent."""
         if trace.agents:
             return self._outermost(trace)  # a span above or beside the agents
-        inherited = self._inherited(trace, depth=0)
-        if inherited is not None:
-            return inherited
-        return None
+        return self._inherited(trace, depth=0)
 
-    def _starts_run(self, trace: _Trace, record: SpanRecord) -> bool:
+    def _starts_run(self, trace: _Trace, parent_span_id: bytes, agent: AgentRef, from_resource: bool) -> bool:
         """Whether an agent span is the outermost span of its run. Its parent usually arrives
         later (parents end last), so an unknown parent counts as "not the same agent" - except
         for agents named by the resource, where every span names the agent: only a root starts."""
-        if not record.parent_span_id:
+        if not parent_span_id:
             return True
-        if record.agent_from_resource:
+        if from_resource:
             return False
-        above = self._nearest_agent(trace, record.parent_span_id)[0]
-        return above is None or above.id != record.agent.id
+        above = self._nearest_agent(trace, parent_span_id)[0]
+        return above is None or above.id != agent.id
 
     def _nearest_agent(self, trace: _Trace, span_id: bytes) -> tuple[AgentRef | None, bool]:
         """(nearest agent at or above the span, whether its whole ancestry is known)."""
@@ -253,7 +352,10 @@ class TraceAttributor:
     def _hold(self, trace: _Trace, record: SpanRecord, now: float) -> None:
         record.deadline = now + self._hold_seconds
         record.done = False
-        trace.held.append(record)
+        if trace.held:
+            trace.held.append(record)
+        else:
+            trace.held = [record]
         self._held.append(record)
         self._held_count += 1
         if trace.group is not None and trace.linked is None and not trace.agents:

@@ -187,8 +187,19 @@ class Journal:
 
     # ---- public API ---------------------------------------------------------------------
 
-    def append(self, record: bytes) -> int:
-        """Store ``record`` and return its sequence number.
+    @staticmethod
+    def frame_header(record: bytes) -> bytes:
+        """The frame header that ``append`` writes before ``record``: its length and CRC.
+
+        A caller that orders its appends with a lock of its own computes it before taking
+        that lock and passes it to ``append``: zlib releases the GIL on large buffers, and
+        getting it back can take a thread switch interval (5 ms) while other threads run
+        Python, which under a lock stalls every other appender for as long."""
+        return _FRAME_HEADER.pack(len(record), _checksum(record, len(record)))
+
+    def append(self, record: bytes, header: bytes | None = None) -> int:
+        """Store ``record`` and return its sequence number. ``header``, if given, is
+        ``frame_header(record)``.
 
         When this returns the bytes are in the OS page cache (they survive the process
         being killed). Raises ``JournalFull`` when the budget (or the disk) has no room
@@ -203,7 +214,8 @@ class Journal:
             )
         # The CRC is computed outside the lock: zlib releases the GIL on large buffers, so
         # concurrent appenders checksum in parallel and hold the lock only for the write.
-        header = _FRAME_HEADER.pack(size, _checksum(record, size))
+        if header is None:
+            header = self.frame_header(record)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the journal is closed")

@@ -11,6 +11,15 @@ Backpressure: a bounded number of requests may wait for the worker and the journ
 a byte budget; beyond either, ``submit`` raises ``Overloaded`` and receivers answer
 RESOURCE_EXHAUSTED / 429 so that clients retry later.
 
+The hot path touches few Python objects per span (measured costs: docs/PERFORMANCE.md). A
+request's spans become the attributor's columns (their three ids, read in one C-level pass);
+only the spans whose bytes hold a key some rule is about (``wire.KeyScanner``) get their
+attributes read and the rules tried; the request is then edited as bytes (``enricher.wire``):
+stamps appended to spans, held and dropped spans cut out, and a request with nothing to change
+is forwarded as received. A request whose outer levels have an unusual (valid) encoding is
+edited decoded instead, with every span read: the same result, more slowly
+(tests/enricher/test_pipeline_wire.py holds the two paths to that).
+
 Run announcements: a span carrying ``agentmon.announce`` (sent by the registry API when a
 run starts, with the run's own trace and span id and its agent's explicit identity) is
 fed to the attributor, so the trace knows that span id's agent and the run's LLM calls
@@ -26,16 +35,24 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from itertools import compress
+from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from enricher import wire
 from enricher.agents import AgentDirectory, AgentRef
-from enricher.attribute import Decision, SpanRecord, TraceAttributor
+from enricher.attribute import PENDING, BatchResult, Decision, SpanBatch, SpanRecord, TraceAttributor
 from enricher.export.base import ExportBatch, SpanSink
 from enricher.identify.rules import RuleSet, SpanView
+from enricher.identify.span_attributes import span_attributes
 from enricher.journal import Journal, JournalFull
 from enricher.metrics import EnricherMetrics
-from enricher.stamp import SpanContext, encode_request, existing_stamp, split_request, stamp_for
+from enricher.stamp import STAMP_KEYS, SpanContext, encode_request, existing_stamp, split_request, stamp_for
+
+if TYPE_CHECKING:  # a type only: the pipeline does not depend on its receivers
+    from enricher.receive.decode import SpanIds
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +63,30 @@ MAX_EXPORT_BYTES = 3 * 1024 * 1024
 # learned from, never forwarded.
 RUN_ANNOUNCE_KEY = "agentmon.announce"
 _ANNOUNCE_MARKER = RUN_ANNOUNCE_KEY.encode()
+# Besides the rules' keys, a span is read when it may be an announcement or already carry
+# a stamp attribute (it keeps its own agent id).
+_PIPELINE_KEYS = frozenset((RUN_ANNOUNCE_KEY, *STAMP_KEYS))
+_IDS = attrgetter("trace_id", "span_id", "parent_span_id")
+
+
+class _ResourceInfo:
+    """What the rules say about one ResourceSpans, worked out once for all its spans."""
+
+    __slots__ = ("attrs", "match", "group", "agent", "from_resource")
+
+    def __init__(self, rules: RuleSet, directory: AgentDirectory, resource_spans) -> None:
+        self.attrs = {kv.key: kv.value for kv in resource_spans.resource.attributes}
+        self.match = rules.identify_resource(self.attrs)
+        self.group = rules.group_key(self.attrs) if rules.group_by else None
+        # What a span that no span rule can match gets: the resource's agent, if any.
+        self.agent: AgentRef | None = None
+        self.from_resource = False
+        if self.match is not None:
+            try:
+                self.agent = directory.resolve(self.match[1])
+                self.from_resource = True
+            except Exception:
+                log.warning("cannot resolve the agent of a resource", exc_info=True)
 
 
 class Overloaded(Exception):
@@ -89,6 +130,81 @@ class _Completion:
             self._done(self._parts)
 
 
+class _RequestSpans:
+    """One request's spans as the attributor's columns, plus what the pipeline needs to put
+    its decisions back: where each scope's spans start, and the few spans' extras."""
+
+    __slots__ = ("batch", "scopes", "existing", "announcements")
+
+    def __init__(self) -> None:
+        self.batch = SpanBatch([])
+        self.scopes: list[tuple[int, int, int, int]] = []  # (resource index, scope index, first span, count)
+        self.existing: dict[int, dict] = {}  # span -> the stamp attributes it already carries
+        self.announcements: set[int] = set()
+
+    def add_scope(self, r: int, s: int, scope_list, resource: _ResourceInfo, ids=None) -> int:
+        """Adds a ScopeSpans' spans (``ids``: their ids, if already read) with their resource's
+        identity; returns the first's index."""
+        batch = self.batch
+        base, count = len(batch.ids), len(scope_list)
+        self.scopes.append((r, s, base, count))
+        batch.ids += map(_IDS, scope_list) if ids is None else ids  # map: a C-level loop over upb spans
+        indexes = range(base, base + count)
+        if resource.agent is not None:
+            batch.agents.update(dict.fromkeys(indexes, resource.agent))
+        if resource.from_resource:
+            batch.from_resource.update(indexes)
+        if resource.group is not None:
+            batch.groups.update(dict.fromkeys(indexes, resource.group))
+        return base
+
+    def set_identity(self, index: int, agent: AgentRef | None, from_resource: bool) -> None:
+        """A span's own identification, which replaces its resource's."""
+        batch = self.batch
+        if agent is None:
+            batch.agents.pop(index, None)
+        else:
+            batch.agents[index] = agent
+        if from_resource:
+            batch.from_resource.add(index)
+        else:
+            batch.from_resource.discard(index)
+
+    def locate(self, index: int) -> tuple[int, int, int]:
+        """(resource index, scope index, index in the scope) of a span."""
+        for r, s, base, count in self.scopes:
+            if index < base + count:
+                return r, s, index - base
+        raise IndexError(index)
+
+    def attribute(self, attributor: TraceAttributor) -> BatchResult:
+        """The attributor's decisions. An announcement that names no agent has nothing to
+        teach: it is left out (its owner reads as PENDING, and it is not held)."""
+        silent = [index for index in self.announcements if index not in self.batch.agents]
+        if not silent:
+            return attributor.process_batch(self.batch)
+        batch, skip = self.batch, set(silent)
+        keep = [index for index in range(len(batch.ids)) if index not in skip]
+        new_of = {old: new for new, old in enumerate(keep)}
+        sub = SpanBatch(
+            [batch.ids[i] for i in keep],
+            {new_of[i]: agent for i, agent in batch.agents.items() if i in new_of},
+            {new_of[i] for i in batch.from_resource if i in new_of},
+            {new_of[i]: trace for i, trace in batch.linked.items() if i in new_of},
+            {new_of[i]: group for i, group in batch.groups.items() if i in new_of},
+        )
+        result = attributor.process_batch(sub)
+        owners: list = [PENDING] * len(batch.ids)
+        for new, owner in enumerate(result.owners):
+            owners[keep[new]] = owner
+        return BatchResult(
+            owners,
+            {keep[new]: record for new, record in result.held.items()},
+            {keep[new] for new in result.run_roots},
+            result.released,
+        )
+
+
 class Pipeline:
     def __init__(
         self,
@@ -114,7 +230,9 @@ class Pipeline:
         self._commit_interval = commit_interval
         self._max_export_bytes = max_export_bytes
         self._slots = threading.BoundedSemaphore(max_waiting_requests)
-        self._queue: queue.SimpleQueue[tuple[int, ExportTraceServiceRequest, bytes] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[int, ExportTraceServiceRequest, bytes, SpanIds | None] | None] = (
+            queue.SimpleQueue()
+        )
         self._submit_lock = threading.Lock()
         # Journal bookkeeping: parts of each record not yet delivered. Records are
         # processed in seq order, so the first key is the oldest outstanding one.
@@ -126,20 +244,24 @@ class Pipeline:
         self._replay_until = journal.last_appended
         self._worker: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._scanners: dict[frozenset[str], wire.KeyScanner] = {}
 
     # ---- receiving (any thread) -----------------------------------------------------
 
-    def submit(self, request: ExportTraceServiceRequest, payload: bytes) -> None:
-        """Accept a decoded request (``payload`` is its serialized form) or raise Overloaded."""
+    def submit(self, request: ExportTraceServiceRequest, payload: bytes, span_ids: SpanIds | None = None) -> None:
+        """Accept a decoded request (``payload`` is its serialized form) or raise Overloaded.
+        ``span_ids`` are the ids that validating the request read, if the receiver has them."""
         if self._stopping.is_set():
             raise Overloaded("shutting down", retry_after=5.0)
         if not self._slots.acquire(blocking=False):
             raise Overloaded("too many requests waiting to be processed")
         try:
+            # The checksum releases the GIL: computed before the lock, not while holding it.
+            header = self._journal.frame_header(payload)
             # One lock keeps journal order and processing order the same (see commit).
             with self._submit_lock:
-                seq = self._journal.append(payload)
-                self._queue.put((seq, request, payload))
+                seq = self._journal.append(payload, header)
+                self._queue.put((seq, request, payload, span_ids))
         except JournalFull:
             self._slots.release()
             raise Overloaded("the ingest journal is full (downstream is slow or down)", retry_after=5.0) from None
@@ -245,9 +367,11 @@ class Pipeline:
                 self._process_safely(*item)
                 self._slots.release()
 
-    def _process_safely(self, seq: int, request: ExportTraceServiceRequest, payload: bytes) -> None:
+    def _process_safely(
+        self, seq: int, request: ExportTraceServiceRequest, payload: bytes, span_ids: SpanIds | None = None
+    ) -> None:
         try:
-            self._process(seq, request)
+            self._process(seq, request, payload, span_ids)
         except Exception:
             # Forward what was received, unstamped: an acknowledged span is never dropped.
             log.exception("could not enrich request %d; forwarding it as received", seq)
@@ -262,96 +386,204 @@ class Pipeline:
             if span_count:
                 self._deliver(payload, span_count, {seq: 1})
 
-    def _process(self, seq: int, request: ExportTraceServiceRequest) -> None:
-        rules, directory = self._rules, self._directory
-        records: list[SpanRecord] = []
-        span_total = 0
-        announcements: list[tuple[object, int]] = []  # (scope_spans, index): removed, never delivered
-        announced: set[int] = set()  # id() of the announcement records given to the attributor
-        for resource_spans in request.resource_spans:
-            resource_attrs = {kv.key: kv.value for kv in resource_spans.resource.attributes}
-            resource_match = rules.identify_resource(resource_attrs)
-            group = rules.group_key(resource_attrs) if rules.group_by else None
-            for scope_spans in resource_spans.scope_spans:
-                scope_name = scope_spans.scope.name
-                for index, span in enumerate(scope_spans.spans):
-                    attrs = {kv.key: kv.value for kv in span.attributes}
-                    view = SpanView(attrs, resource_attrs, span.name, scope_name)
-                    try:
-                        found = rules.identify_span(view, resource_match)
-                        from_resource = resource_match is not None and found is resource_match[1]
-                        agent = directory.resolve(found) if found is not None else None
-                        linked = rules.parent_trace_id(view)
-                    except Exception:  # hostile attribute values: this span names no agent
-                        log.warning("identity rules failed on span %r", span.name, exc_info=True)
-                        agent, linked, from_resource = None, None, False
-                    linked_trace = bytes.fromhex(linked) if linked else None
-                    if linked_trace is None and span.links:
-                        first = span.links[0].trace_id
-                        linked_trace = first if self._attributor.knows(first) else None
-                    record = SpanRecord(
-                        span.trace_id,
-                        span.span_id,
-                        span.parent_span_id,
-                        agent,
-                        linked_trace,
-                        group,
-                        payload=(resource_spans, scope_spans, index, span, existing_stamp(attrs)),
-                        agent_from_resource=from_resource,
-                    )
-                    if RUN_ANNOUNCE_KEY in attrs:  # the only per-span cost: one dict lookup
-                        announcements.append((scope_spans, index))
-                        if agent is None:
-                            continue  # names no agent: nothing to learn
-                        # Its own span id is one of its trace's agents, so the attributor always
-                        # decides it at once (never holds it); it is dropped from "decided" below.
-                        announced.add(id(record))
-                    records.append(record)
-                span_total += len(scope_spans.spans)
-        if announcements:
-            self._metrics.run_announcements.inc(len(announcements))
-        self._metrics.spans_received.inc(span_total - len(announcements))
+    def _process(
+        self, seq: int, request: ExportTraceServiceRequest, payload: bytes, span_ids: SpanIds | None = None
+    ) -> None:
+        """Identify, attribute and stamp one request's spans, and deliver what is decided.
 
-        decided, released = self._attributor.process(records)
-        decided_ids = {id(record) for record, _ in decided}
-        held = [record for record in records if id(record) not in decided_ids]
+        Spans are edited as bytes (``enricher.wire``) when the request's outer levels have
+        the usual shape, else on the decoded request; both give the same spans. Only spans
+        that carry a key some rule looks at get their attributes read (``_read_spans``).
+        """
+        resources = self._layout(request, payload)
+        spans = _RequestSpans()
+        scope_ids = iter(span_ids) if span_ids is not None else None
+        for r, resource_spans in enumerate(request.resource_spans):
+            resource = _ResourceInfo(self._rules, self._directory, resource_spans)
+            for s, scope_spans in enumerate(resource_spans.scope_spans):
+                scope_layout = resources[r].scopes[s] if resources is not None else None
+                ids = next(scope_ids) if scope_ids is not None else None
+                self._read_spans(spans, r, s, resource, scope_spans, payload, scope_layout, ids)
+        span_total = len(spans.batch.ids)
+        announcements = len(spans.announcements)
+        if announcements:
+            self._metrics.run_announcements.inc(announcements)
+        self._metrics.spans_received.inc(span_total - announcements)
+
+        result = spans.attribute(self._attributor)
+        # Per (resource index, scope index): span index -> bytes to append, or None to remove.
+        edits: dict[tuple[int, int], dict[int, bytes | None]] = {}
+        for index in spans.announcements:  # learned from, never delivered
+            r, s, local = spans.locate(index)
+            edits.setdefault((r, s), {})[local] = None
         # Held spans leave the request first, as self-contained bytes: nothing that follows
         # may leave the attributor holding a reference into this request.
-        removed: dict[int, tuple[object, set[int]]] = {}  # scope_spans id -> (scope_spans, indexes)
-        for scope_spans, index in announcements:
-            removed.setdefault(id(scope_spans), (scope_spans, set()))[1].add(index)
-        contexts: dict[int, SpanContext] = {}
-        for record in held:
-            resource_spans, scope_spans, index, span, existing = record.payload
-            context = contexts.get(id(scope_spans))
+        contexts: dict[tuple[int, int], SpanContext] = {}
+        for index, record in result.held.items():
+            r, s, local = spans.locate(index)
+            context = contexts.get((r, s))
             if context is None:
-                context = contexts[id(scope_spans)] = SpanContext.of(resource_spans, scope_spans)
-            record.payload = (seq, context, span.SerializeToString(), existing)
-            removed.setdefault(id(scope_spans), (scope_spans, set()))[1].add(index)
+                resource_spans = request.resource_spans[r]
+                context = contexts[(r, s)] = SpanContext.of(resource_spans, resource_spans.scope_spans[s])
+            if resources is not None:
+                scope_layout = resources[r].scopes[s]
+                span_bytes = payload[scope_layout.span_starts[local]:scope_layout.span_ends[local]]
+            else:
+                span_bytes = request.resource_spans[r].scope_spans[s].spans[local].SerializeToString()
+            record.payload = (seq, context, span_bytes, spans.existing.get(index))
+            edits.setdefault((r, s), {})[local] = None
 
         used: set[str] = set()
         tally = _Tally()
-        for record, owner in decided:
-            resource_spans, scope_spans, index, span, existing = record.payload
-            record.payload = None
-            if announced and id(record) in announced:
-                continue  # learned from; already marked for removal
-            stamp = self._stamp_decision(owner, existing, _starts_run_of(record, owner), tally, used)
-            if stamp is None:
-                removed.setdefault(id(scope_spans), (scope_spans, set()))[1].add(index)
-            elif stamp:
-                span.MergeFromString(stamp)
+        self._stamp_decided(spans, result, edits, tally, used)
         self._count(tally)
-        for scope_spans, indexes in removed.values():
-            for index in sorted(indexes, reverse=True):
-                del scope_spans.spans[index]
 
-        remaining = span_total - sum(len(indexes) for _, indexes in removed.values())
-        self._outstanding_record(seq, len(held) + (1 if remaining else 0))
+        removed = sum(1 for scope_edits in edits.values() for extra in scope_edits.values() if extra is None)
+        remaining = span_total - removed
+        self._outstanding_record(seq, len(result.held) + (1 if remaining else 0))
         if remaining:
-            self._deliver(request.SerializeToString(), remaining, {seq: 1})
-        self._emit(released)
-        directory.mark_used(used)
+            self._deliver(self._apply(request, payload, resources, edits), remaining, {seq: 1})
+        self._emit(result.released)
+        self._directory.mark_used(used)
+
+    def _stamp_decided(self, spans: _RequestSpans, result: BatchResult, edits, tally: _Tally, used: set[str]) -> None:
+        """Fill ``edits`` with the stamps (or removals) of the spans decided at once."""
+        owners, run_roots, existing = result.owners, result.run_roots, spans.existing
+        skip = spans.announcements
+        special = skip | existing.keys() | run_roots  # the few spans that need more than a plain stamp
+        plain: dict[int, tuple[AgentRef, bytes | None]] = {}  # id(owner) -> its plain stamp, once per owner
+        stamped = dropped = 0
+        for r, s, base, count in spans.scopes:
+            scope_edits: dict[int, bytes | None] = {}
+            # compress() skips the spans without an owner (None) at C speed: most of them.
+            for index in compress(range(base, base + count), owners[base:base + count]):
+                owner = owners[index]
+                if owner is PENDING:
+                    continue
+                if index in special:
+                    if index in skip:
+                        continue
+                    stamp = self._stamp_decision(owner, existing.get(index), index in run_roots, tally, used)
+                else:
+                    known = plain.get(id(owner))
+                    if known is None:
+                        known = plain[id(owner)] = (owner, self._stamp_decision(owner, None, False, _Tally(), used))
+                    stamp = known[1]
+                    if stamp is None:
+                        dropped += 1
+                    else:
+                        stamped += 1
+                if stamp != b"":
+                    scope_edits[index - base] = stamp
+            if scope_edits:
+                edits.setdefault((r, s), {}).update(scope_edits)
+        tally.stamped += stamped
+        tally.dropped += dropped
+        tally.passed += owners.count(None)
+
+    def _layout(self, request: ExportTraceServiceRequest, payload: bytes) -> list[wire.ResourceLayout] | None:
+        """The byte layout of ``payload``, or None when it cannot be used (the request is then
+        edited decoded): unexpected wire shapes, or a count that differs from upb's."""
+        try:
+            resources = wire.layout(payload)
+        except wire.WireError:
+            return None
+        if len(resources) != len(request.resource_spans):
+            return None
+        for resource, resource_spans in zip(resources, request.resource_spans):
+            if len(resource.scopes) != len(resource_spans.scope_spans):
+                return None
+            for scope, scope_spans in zip(resource.scopes, resource_spans.scope_spans):
+                if len(scope.span_starts) != len(scope_spans.spans):
+                    return None
+        return resources
+
+    def _read_spans(
+        self, spans: _RequestSpans, r: int, s: int, resource: _ResourceInfo, scope_spans, payload: bytes,
+        scope_layout, known_ids=None,
+    ) -> None:
+        """Add one ScopeSpans' spans to ``spans``.
+
+        A span that carries none of the keys that the rules, announcements and existing stamps
+        are about (found in its bytes by ``wire.KeyScanner``) can only be its resource's agent:
+        its attributes are not read, only its ids. Without a layout, or when the rules cannot
+        say which keys matter, every span is read."""
+        scope_list = scope_spans.spans
+        if not scope_list:
+            return
+        base = spans.add_scope(r, s, scope_list, resource, known_ids[0] if known_ids is not None else None)
+        scope_name = scope_spans.scope.name
+        scope = self._rules.scope_filter(resource.attrs, scope_name)
+        if scope_layout is not None and scope.keys is not None:
+            candidates = sorted(self._scanner(scope.keys).spans(payload, scope_layout))
+        else:
+            candidates = range(len(scope_list))
+        for local in candidates:
+            span = scope_list[local]
+            if scope_layout is not None:  # the same mapping as the dict below, built in C
+                attrs = span_attributes(payload[scope_layout.span_starts[local]:scope_layout.span_ends[local]])
+            else:
+                attrs = {kv.key: kv.value for kv in span.attributes}
+            self._read_span(spans, base + local, resource, scope, SpanView(attrs, resource.attrs, span.name, scope_name))
+        # Span links: followed (to traces known here) by spans that no rule linked elsewhere.
+        linked, knows = spans.batch.linked, self._attributor.knows
+        if known_ids is not None:  # validation counted each span's links
+            counts = known_ids[1]
+            maybe = [] if counts is None else [local for local, count in enumerate(counts) if count]
+        else:
+            maybe = wire.spans_with_links(payload, scope_layout) if scope_layout is not None else None
+        for local in range(len(scope_list)) if maybe is None else sorted(maybe):
+            index = base + local
+            if index in linked:
+                continue
+            links = scope_list[local].links
+            if links and knows(links[0].trace_id):
+                linked[index] = links[0].trace_id
+
+    def _read_span(self, spans: _RequestSpans, index: int, resource: _ResourceInfo, scope, view: SpanView) -> None:
+        """The full treatment: every rule tried on the span's attributes."""
+        rules = self._rules
+        try:
+            found = rules.identify_span(view, resource.match, scope)
+            from_resource = resource.match is not None and found is resource.match[1]
+            agent = self._directory.resolve(found) if found is not None else None
+            linked = rules.parent_trace_id(view)
+        except Exception:  # hostile attribute values: this span names no agent
+            log.warning("identity rules failed on span %r", view.span_name, exc_info=True)
+            agent, linked, from_resource = None, None, False
+        spans.set_identity(index, agent, from_resource)
+        if linked:
+            spans.batch.linked[index] = bytes.fromhex(linked)
+        attrs = view.span_attrs
+        existing = existing_stamp(attrs)
+        if existing is not None:
+            spans.existing[index] = existing
+        if RUN_ANNOUNCE_KEY in attrs:
+            spans.announcements.add(index)
+
+    def _scanner(self, rule_keys: frozenset[str]) -> wire.KeyScanner:
+        scanner = self._scanners.get(rule_keys)
+        if scanner is None:
+            if len(self._scanners) > 64:  # keys depend on few scope names: this rarely fills
+                self._scanners.clear()
+            scanner = self._scanners[rule_keys] = wire.KeyScanner(rule_keys | _PIPELINE_KEYS)
+        return scanner
+
+    def _apply(self, request: ExportTraceServiceRequest, payload: bytes, resources, edits) -> bytes:
+        """The request to deliver: ``payload`` with ``edits`` applied."""
+        if not edits:
+            return payload  # nothing stamped, held or removed: forwarded as received
+        if resources is not None:
+            return wire.rewrite(payload, resources, edits)
+        for (r, s), scope_edits in edits.items():
+            spans = request.resource_spans[r].scope_spans[s].spans
+            for index in sorted(scope_edits, reverse=True):
+                extra = scope_edits[index]
+                if extra is None:
+                    del spans[index]
+                else:
+                    spans[index].MergeFromString(extra)
+        return request.SerializeToString()
 
     def _stamp_decision(
         self, owner: AgentRef | None, existing, run_root: bool, tally: _Tally, used: set[str]

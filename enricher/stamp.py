@@ -7,8 +7,9 @@ without decoding it, and held spans are kept serialized and re-wrapped by hand.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
@@ -38,10 +39,10 @@ class SpanContext:
         )
 
 
-def existing_stamp(attributes: dict) -> dict[str, str | None] | None:
+def existing_stamp(attributes: Mapping[str, Any]) -> dict[str, str | None] | None:
     """The stamp attributes a span already carries, as text (None when it has none, the
     common case). Plain strings only, so a held span never keeps its request alive."""
-    present = STAMP_KEY_SET.intersection(attributes.keys())
+    present = [key for key in STAMP_KEYS if key in attributes]  # lookups: any Mapping is fast
     if not present:
         return None
     return {key: any_value_text(attributes[key]) for key in present}

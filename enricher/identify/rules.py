@@ -271,6 +271,9 @@ class Rule:
     # hot path skip most rules with one set operation.
     required_span_keys: frozenset[str] = field(default_factory=frozenset)
     resource_only: bool = False
+    # The answers already given, by their values: agent spans repeat a few identities, and
+    # building (and validating) an AgentIdentity costs more than finding its values.
+    _answers: dict[tuple, Identification] = field(default_factory=dict, repr=False, compare=False)
 
     def apply(self, view: SpanView, default_project: Sequence[Source]) -> Identification | None:
         groups: dict[str, str] = {}
@@ -285,14 +288,23 @@ class Rule:
         if agent_type not in AGENT_TYPES:
             agent_type = "custom"
         project = first_value(self.project_id, view, groups) or first_value(default_project, view, groups)
-        identity = AgentIdentity(
-            name=name,
-            type=agent_type,
-            project_id=project or DEFAULT_PROJECT,
-            external_id=first_value(self.external_id, view, groups),
-            name_is_placeholder=isinstance(name_source, LiteralSource),
-        )
-        return Identification(self.id, identity, agent_id)
+        external_id = first_value(self.external_id, view, groups)
+        placeholder = isinstance(name_source, LiteralSource)
+        key = (name, agent_type, project, external_id, placeholder, agent_id)
+        found = self._answers.get(key)
+        if found is None:
+            identity = AgentIdentity(
+                name=name,
+                type=agent_type,
+                project_id=project or DEFAULT_PROJECT,
+                external_id=external_id,
+                name_is_placeholder=placeholder,
+            )
+            found = Identification(self.id, identity, agent_id)
+            if len(self._answers) >= 10_000:  # names come from spans: keep the memory bounded
+                self._answers.clear()
+            self._answers[key] = found
+        return found
 
 
 def _rule(raw: Any, where: str) -> Rule:
@@ -333,6 +345,97 @@ def _rule(raw: Any, where: str) -> Rule:
     return rule
 
 
+def _scope_level(source: Source) -> bool:
+    """Whether a source gives one value for every span of a ScopeSpans (its resource or scope)."""
+    return source.resource_only or (isinstance(source, NameSource) and source.of_scope)
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeFilter:
+    """What the span rules can match in the spans of one resource and scope.
+
+    ``keys``: span attribute keys of which a span must carry at least one for
+    ``identify_span`` to return anything but its resource's match, or for
+    ``parent_trace_id`` to return anything; None when there are no such keys (a rule could
+    match a span on its name alone, say). The pipeline reads the attributes only of the spans
+    that carry one: few spans, found at C speed. ``rules``: the span rules that the resource
+    and scope do not rule out (a rule on ``scope.name: langflow`` is out for other scopes)."""
+
+    keys: frozenset[str] | None
+    rules: list[tuple[int, Rule]]
+    answers: dict[tuple, Any] = field(default_factory=dict, compare=False)  # identify_span's, remembered
+
+
+_UNKNOWN = object()
+_RESOURCE_MATCH = object()  # identify_span's answer was its resource's match
+
+
+def _text(value: Any) -> str | None:
+    return any_value_text(value) if value is not None else None
+
+
+def _read_by(rules: list[Rule], default_project: list[Source]) -> tuple[frozenset[str], tuple[str, ...], bool]:
+    """(span attribute keys, resource attribute keys, whether the span's name) that any source
+    of these rules or of the default project reads."""
+    span_keys: set[str] = set()
+    resource_keys: set[str] = set()
+    reads_span_name = False
+    pending: list[Source] = list(default_project)
+    for rule in rules:
+        pending += [c.source for c in rule.conditions]
+        pending += rule.name + rule.type + rule.project_id + rule.external_id + rule.agent_id
+    while pending:
+        source = pending.pop()
+        if isinstance(source, AttributeSource):
+            (span_keys if source.on_span else resource_keys).add(source.key)
+        elif isinstance(source, NameSource):
+            reads_span_name = reads_span_name or not source.of_scope
+        elif isinstance(source, LiteralSource):
+            pending += source.parts
+        elif not isinstance(source, GroupSource):  # groups come from conditions, read above
+            raise TypeError(f"unknown source {source!r}")
+    return frozenset(span_keys), tuple(sorted(resource_keys)), reads_span_name
+
+
+def _prefilter(
+    span_rules: list[tuple[int, Rule]], parent_trace_keys: frozenset[str] | None
+) -> tuple[frozenset[str], list[tuple[int, list[Condition], str | None]]] | None:
+    """What ``RuleSet.scope_filter`` needs: (keys always needed, [(rule index, scope-level
+    conditions, key)] for the rules that a resource or scope can rule out), or None if keys
+    cannot decide.
+
+    A rule can only match a span that carries every key of its ``required_span_keys``, so one
+    of them per rule is enough to look for. One is chosen per rule, greedily, so that rules
+    share keys and a common key (``gen_ai.operation.name``) is not picked when a rarer one
+    that the same rules need (``gen_ai.agent.name``) covers them.
+    """
+    if parent_trace_keys is None:
+        return None
+    markers: dict[int, str] = {}
+    uncovered = {index: rule.required_span_keys for index, rule in span_rules if rule.required_span_keys}
+    while uncovered:
+        counts: dict[str, int] = {}
+        for required in uncovered.values():
+            for key in required:
+                counts[key] = counts.get(key, 0) + 1
+        key = min(counts, key=lambda k: (-counts[k], k))
+        for index in [index for index, required in uncovered.items() if key in required]:
+            markers[index] = key
+            del uncovered[index]
+    keys = set(parent_trace_keys)
+    gated: list[tuple[int, list[Condition], str | None]] = []
+    for index, rule in span_rules:
+        scope_conditions = [c for c in rule.conditions if _scope_level(c.source)]
+        marker = markers.get(index)
+        if scope_conditions:
+            gated.append((index, scope_conditions, marker))
+        elif marker is None:
+            return None  # this rule may match any span: every span needs the full treatment
+        else:
+            keys.add(marker)
+    return frozenset(keys), gated
+
+
 class RuleSet:
     """The ordered rules plus the sources of cross-trace links and resource groups."""
 
@@ -350,11 +453,52 @@ class RuleSet:
         self.group_by = group_by
         self._span_rules = [(index, rule) for index, rule in enumerate(rules) if not rule.resource_only]
         self._resource_rules = [(index, rule) for index, rule in enumerate(rules) if rule.resource_only]
+        self._required_keys = frozenset().union(*(rule.required_span_keys for _, rule in self._span_rules))
         # A shortcut for the hot path, valid only when every source is a span attribute.
         only_span_attributes = all(isinstance(s, AttributeSource) and s.on_span for s in parent_trace_id)
         self.parent_trace_keys = (
             frozenset(s.key for s in parent_trace_id) if only_span_attributes else frozenset()
         )
+        self._prefilter = _prefilter(self._span_rules, self.parent_trace_keys if only_span_attributes else None)
+        # What identify_span's answer can depend on, besides the scope's name and resource.
+        self._read_span_keys, self._read_resource_keys, self._reads_span_name = _read_by(
+            [rule for _, rule in self._span_rules], default_project
+        )
+        self._scope_filters: dict[tuple, ScopeFilter] = {}
+
+    def scope_filter(self, resource_attrs: Mapping[str, Any], scope_name: str) -> ScopeFilter:
+        """What the span rules can match in the spans of one resource and scope (see ScopeFilter).
+        The same for every scope with this name and these values of the resource attributes
+        that span rules read, so it is kept: its ``answers`` then serve later requests too."""
+        context = (scope_name, tuple(_text(resource_attrs.get(key)) for key in self._read_resource_keys))
+        found = self._scope_filters.get(context)
+        if found is None:
+            if len(self._scope_filters) >= 1024:
+                self._scope_filters.clear()
+            found = self._scope_filters[context] = self._new_scope_filter(resource_attrs, scope_name)
+        return found
+
+    def _new_scope_filter(self, resource_attrs: Mapping[str, Any], scope_name: str) -> ScopeFilter:
+        if self._prefilter is None:
+            return ScopeFilter(None, self._span_rules)
+        keys, gated = self._prefilter
+        if not gated:
+            return ScopeFilter(keys, self._span_rules)
+        view = SpanView({}, resource_attrs, "", scope_name)
+        ruled_out = set()
+        for index, scope_conditions, marker in gated:
+            try:
+                possible = all(condition.test(view, {}) for condition in scope_conditions)
+            except Exception:  # hostile resource values: assume the rule may match
+                possible = True
+            if not possible:
+                ruled_out.add(index)
+            elif marker is None:
+                keys = None
+            elif keys is not None:
+                keys = keys | {marker}
+        rules = [(index, rule) for index, rule in self._span_rules if index not in ruled_out]
+        return ScopeFilter(keys, rules)
 
     # Resource rules are evaluated once per ResourceSpans, span rules per span.
     def identify_resource(self, resource_attrs: Mapping[str, Any]) -> tuple[int, Identification] | None:
@@ -366,22 +510,54 @@ class RuleSet:
         return None
 
     def identify_span(
-        self, view: SpanView, resource_match: tuple[int, Identification] | None = None
+        self,
+        view: SpanView,
+        resource_match: tuple[int, Identification] | None = None,
+        scope: ScopeFilter | None = None,
     ) -> Identification | None:
+        """The identity of the first rule that matches the span (or its resource's). With
+        ``scope`` (the span's ScopeFilter), the rules that its resource and scope rule out are
+        not tried, and the answer is remembered: it is a function of the few attribute values
+        that the rules read, which agent spans repeat run after run."""
+        attrs = view.span_attrs
+        answer_key = None
+        if scope is not None:
+            answer_key = (
+                resource_match[0] if resource_match is not None else -1,
+                view.span_name if self._reads_span_name else None,
+                # The rules see an attribute only through its text (any_value_text).
+                tuple((key, _text(attrs[key])) for key in sorted(self._read_span_keys.intersection(attrs))),
+            )
+            found = scope.answers.get(answer_key, _UNKNOWN)
+            if found is not _UNKNOWN:
+                if found is _RESOURCE_MATCH:
+                    return resource_match[1] if resource_match is not None else None
+                return found
         stop = resource_match[0] if resource_match is not None else len(self.rules)
-        keys = view.span_attrs.keys()
-        for index, rule in self._span_rules:
+        # The required keys the span has, found in one pass over its keys (C-level for a
+        # dict or a upb map); each rule's test is then a frozenset comparison.
+        present = self._required_keys.intersection(attrs)
+        found = _RESOURCE_MATCH
+        for index, rule in self._span_rules if scope is None else scope.rules:
             if index > stop:
                 break
-            if rule.required_span_keys and not rule.required_span_keys <= keys:
+            if rule.required_span_keys and not rule.required_span_keys <= present:
                 continue
-            found = rule.apply(view, self.default_project)
-            if found is not None:
-                return found
-        return resource_match[1] if resource_match is not None else None
+            identification = rule.apply(view, self.default_project)
+            if identification is not None:
+                found = identification
+                break
+        if scope is not None:
+            if len(scope.answers) >= 10_000:  # values come from spans: keep the memory bounded
+                scope.answers.clear()
+            scope.answers[answer_key] = found
+        if found is _RESOURCE_MATCH:
+            return resource_match[1] if resource_match is not None else None
+        return found
 
     def parent_trace_id(self, view: SpanView) -> str | None:
-        if self.parent_trace_keys and self.parent_trace_keys.isdisjoint(view.span_attrs.keys()):
+        attrs = view.span_attrs
+        if self.parent_trace_keys and not any(key in attrs for key in self.parent_trace_keys):
             return None
         value = first_value(self.parent_trace_id_sources, view, {})
         if value is None:

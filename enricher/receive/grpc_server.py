@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from enricher.metrics import EnricherMetrics
 from enricher.pipeline import Overloaded, Pipeline
-from enricher.receive.decode import InvalidPayload, decode_protobuf
+from enricher.receive.decode import InvalidPayload, decode_protobuf_ids
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,12 @@ class OtlpGrpcReceiver:
 
     def _export(self, payload: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            request = decode_protobuf(payload)
+            request, span_ids = decode_protobuf_ids(payload)
         except InvalidPayload as error:
             self._metrics.requests.labels("grpc", "invalid").inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         try:
-            self._pipeline.submit(request, payload)
+            self._pipeline.submit(request, payload, span_ids)
         except Overloaded as error:
             self._metrics.requests.labels("grpc", "overloaded").inc()
             context.set_trailing_metadata((("grpc-status-details-bin", _retry_status(error)),))
