@@ -241,6 +241,7 @@ class TraceAttributor:
         released = self._revisit(touched, new_groups)
         for trace_id, trace in touched.items():
             self._forget_if_finished(trace_id, trace)
+        self._drop_traces_over_capacity()
         self._evict_over_capacity(released)
         return BatchResult(owners, held, run_roots, released)
 
@@ -424,8 +425,6 @@ class TraceAttributor:
         trace = self._traces.get(trace_id)
         if trace is None:
             trace = self._traces[trace_id] = _Trace()
-            if len(self._traces) > self._max_traces:
-                self._drop_oldest_trace()
         else:
             self._traces.move_to_end(trace_id)
         trace.touched = now
@@ -456,10 +455,14 @@ class TraceAttributor:
                 continue
             self._remove_trace(trace_id, trace)
 
-    def _drop_oldest_trace(self) -> None:
-        trace_id, trace = next(iter(self._traces.items()))
-        # Its held spans are still in the FIFO; they are released when their turn comes.
-        self._remove_trace(trace_id, trace)
+    def _drop_traces_over_capacity(self) -> None:
+        # After the request, not as each trace is made: the request's finished traces are
+        # forgotten first, and a trace is never dropped half-way through being told its
+        # links (which would leave its link behind in _dependents).
+        while len(self._traces) > self._max_traces:
+            trace_id, trace = next(iter(self._traces.items()))
+            # Its held spans are still in the FIFO; they are released when their turn comes.
+            self._remove_trace(trace_id, trace)
 
     def _remove_trace(self, trace_id: bytes, trace: _Trace) -> None:
         self._traces.pop(trace_id, None)

@@ -1,6 +1,8 @@
-"""The attributor as it was before the batch (column) rewrite, kept verbatim as a reference
-model: test_attribute_batch.py requires TraceAttributor to decide every span as this does.
-Test code only."""
+"""The attributor as it was before the batch (column) rewrite, kept as a reference model:
+test_attribute_batch.py requires TraceAttributor to decide every span as this does.
+Test code only. One deliberate change since: the trace limit (max_traces) is enforced at the
+end of a request, after its finished traces are forgotten, not as each trace is made (which
+could drop a trace of the request before its links were recorded)."""
 
 from __future__ import annotations
 
@@ -113,6 +115,7 @@ class ReferenceAttributor:
         released = self._revisit(touched, new_groups)
         for trace_id, trace in touched.items():
             self._forget_if_finished(trace_id, trace)
+        self._drop_traces_over_capacity()
         self._evict_over_capacity(released)
         return decided, released
 
@@ -292,8 +295,6 @@ class ReferenceAttributor:
         trace = self._traces.get(trace_id)
         if trace is None:
             trace = self._traces[trace_id] = _Trace()
-            if len(self._traces) > self._max_traces:
-                self._drop_oldest_trace()
         else:
             self._traces.move_to_end(trace_id)
         trace.touched = now
@@ -324,10 +325,14 @@ class ReferenceAttributor:
                 continue
             self._remove_trace(trace_id, trace)
 
-    def _drop_oldest_trace(self) -> None:
-        trace_id, trace = next(iter(self._traces.items()))
-        # Its held spans are still in the FIFO; they are released when their turn comes.
-        self._remove_trace(trace_id, trace)
+    def _drop_traces_over_capacity(self) -> None:
+        # After the request, not as each trace is made: the request's finished traces are
+        # forgotten first, and a trace is never dropped half-way through being told its
+        # links (which would leave its link behind in _dependents).
+        while len(self._traces) > self._max_traces:
+            trace_id, trace = next(iter(self._traces.items()))
+            # Its held spans are still in the FIFO; they are released when their turn comes.
+            self._remove_trace(trace_id, trace)
 
     def _remove_trace(self, trace_id: bytes, trace: _Trace) -> None:
         self._traces.pop(trace_id, None)
