@@ -25,9 +25,15 @@ COPY integrations ./integrations
 
 # A regular (non-editable) install: the image runs from site-packages, so the sources are
 # removed afterwards. Non-Python files reach the image only if pyproject.toml lists them as
-# package-data (tests/test_deploy_files.py checks this).
-RUN pip install . \
-    && cd / && rm -rf /src
+# package-data (tests/test_deploy_files.py checks this). The enricher's C request scanner
+# needs a compiler at install time only; the import check fails the build if it is missing
+# (the enricher would run, but on its slower pure-Python path).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install . \
+    && cd / && python -c "import enricher.receive._wirescan" \
+    && apt-get purge -y --auto-remove gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/* /src
 
 # Unprivileged runtime user; it owns the data directory so that a named volume mounted there
 # starts out writable by it (Docker copies the image directory's ownership into a new volume).

@@ -11,14 +11,13 @@ Backpressure: a bounded number of requests may wait for the worker and the journ
 a byte budget; beyond either, ``submit`` raises ``Overloaded`` and receivers answer
 RESOURCE_EXHAUSTED / 429 so that clients retry later.
 
-The hot path touches few Python objects per span (measured costs: docs/PERFORMANCE.md). A
-request's spans become the attributor's columns (their three ids, read in one C-level pass);
-only the spans whose bytes hold a key some rule is about (``wire.KeyScanner``) get their
-attributes read and the rules tried; the request is then edited as bytes (``enricher.wire``):
-stamps appended to spans, held and dropped spans cut out, and a request with nothing to change
-is forwarded as received. A request whose outer levels have an unusual (valid) encoding is
-edited decoded instead, with every span read: the same result, more slowly
-(tests/enricher/test_pipeline_wire.py holds the two paths to that).
+The hot path touches few Python objects per span (measured costs: docs/PERFORMANCE.md). The
+receiver has scanned the request (``receive.scan``: one C pass gives every span's ids and
+position, and which spans carry a key that some rule, an announcement or a stamp is about).
+The ids become the attributor's columns; only the spans with such a key get their attributes
+read and the rules tried; the request is then edited as bytes (``enricher.wire``): stamps
+appended to spans, held and dropped spans cut out, and a request with nothing to change is
+forwarded as received.
 
 Run announcements: a span carrying ``agentmon.announce`` (sent by the registry API when a
 run starts, with the run's own trace and span id and its agent's explicit identity) is
@@ -34,25 +33,24 @@ import logging
 import queue
 import threading
 import time
+from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Iterable
 from itertools import compress
-from operator import attrgetter
-from typing import TYPE_CHECKING
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from enricher import wire
 from enricher.agents import AgentDirectory, AgentRef
 from enricher.attribute import PENDING, BatchResult, Decision, SpanBatch, SpanRecord, TraceAttributor
 from enricher.export.base import ExportBatch, SpanSink
 from enricher.identify.rules import RuleSet, SpanView
-from enricher.identify.span_attributes import span_attributes
+from enricher.identify.span_attributes import span_name_and_attributes
 from enricher.journal import Journal, JournalFull
 from enricher.metrics import EnricherMetrics
+from enricher.receive.scan import RequestScanner, ScannedRequest, ScopeScan
 from enricher.stamp import STAMP_KEYS, SpanContext, encode_request, existing_stamp, split_request, stamp_for
-
-if TYPE_CHECKING:  # a type only: the pipeline does not depend on its receivers
-    from enricher.receive.decode import SpanIds
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +64,11 @@ _ANNOUNCE_MARKER = RUN_ANNOUNCE_KEY.encode()
 # Besides the rules' keys, a span is read when it may be an announcement or already carry
 # a stamp attribute (it keeps its own agent id).
 _PIPELINE_KEYS = frozenset((RUN_ANNOUNCE_KEY, *STAMP_KEYS))
-_IDS = attrgetter("trace_id", "span_id", "parent_span_id")
+
+
+def scanner_for(rules: RuleSet, *, native: bool = True) -> RequestScanner:
+    """The request scanner that finds every span this pipeline must read with these rules."""
+    return RequestScanner(rules.scan_keys | _PIPELINE_KEYS, native=native)
 
 
 class _ResourceInfo:
@@ -74,8 +76,8 @@ class _ResourceInfo:
 
     __slots__ = ("attrs", "match", "group", "agent", "from_resource")
 
-    def __init__(self, rules: RuleSet, directory: AgentDirectory, resource_spans) -> None:
-        self.attrs = {kv.key: kv.value for kv in resource_spans.resource.attributes}
+    def __init__(self, rules: RuleSet, directory: AgentDirectory, resource: bytes) -> None:
+        self.attrs = {kv.key: kv.value for kv in Resource.FromString(resource).attributes}
         self.match = rules.identify_resource(self.attrs)
         self.group = rules.group_key(self.attrs) if rules.group_by else None
         # What a span that no span rule can match gets: the resource's agent, if any.
@@ -131,32 +133,25 @@ class _Completion:
 
 
 class _RequestSpans:
-    """One request's spans as the attributor's columns, plus what the pipeline needs to put
-    its decisions back: where each scope's spans start, and the few spans' extras."""
+    """One request's spans as the attributor's columns, plus the few spans' extras."""
 
-    __slots__ = ("batch", "scopes", "existing", "announcements")
+    __slots__ = ("batch", "existing", "announcements")
 
-    def __init__(self) -> None:
-        self.batch = SpanBatch([])
-        self.scopes: list[tuple[int, int, int, int]] = []  # (resource index, scope index, first span, count)
+    def __init__(self, ids: list[tuple[bytes, bytes, bytes]]) -> None:
+        self.batch = SpanBatch(ids)
         self.existing: dict[int, dict] = {}  # span -> the stamp attributes it already carries
         self.announcements: set[int] = set()
 
-    def add_scope(self, r: int, s: int, scope_list, resource: _ResourceInfo, ids=None) -> int:
-        """Adds a ScopeSpans' spans (``ids``: their ids, if already read) with their resource's
-        identity; returns the first's index."""
+    def add_scope(self, first: int, count: int, resource: _ResourceInfo) -> None:
+        """Gives a ScopeSpans' spans their resource's identity."""
         batch = self.batch
-        base, count = len(batch.ids), len(scope_list)
-        self.scopes.append((r, s, base, count))
-        batch.ids += map(_IDS, scope_list) if ids is None else ids  # map: a C-level loop over upb spans
-        indexes = range(base, base + count)
+        indexes = range(first, first + count)
         if resource.agent is not None:
             batch.agents.update(dict.fromkeys(indexes, resource.agent))
         if resource.from_resource:
             batch.from_resource.update(indexes)
         if resource.group is not None:
             batch.groups.update(dict.fromkeys(indexes, resource.group))
-        return base
 
     def set_identity(self, index: int, agent: AgentRef | None, from_resource: bool) -> None:
         """A span's own identification, which replaces its resource's."""
@@ -169,13 +164,6 @@ class _RequestSpans:
             batch.from_resource.add(index)
         else:
             batch.from_resource.discard(index)
-
-    def locate(self, index: int) -> tuple[int, int, int]:
-        """(resource index, scope index, index in the scope) of a span."""
-        for r, s, base, count in self.scopes:
-            if index < base + count:
-                return r, s, index - base
-        raise IndexError(index)
 
     def attribute(self, attributor: TraceAttributor) -> BatchResult:
         """The attributor's decisions. An announcement that names no agent has nothing to
@@ -205,6 +193,26 @@ class _RequestSpans:
         )
 
 
+class _SpanContexts:
+    """The SpanContext of each span's ScopeSpans, made once per ScopeSpans (held spans only)."""
+
+    __slots__ = ("_firsts", "_scopes", "_made")
+
+    def __init__(self, scanned: ScannedRequest) -> None:
+        pairs = [(scope, resource) for resource in scanned.resources for scope in resource.scopes if scope.count]
+        self._firsts = [scope.first for scope, _ in pairs]
+        self._scopes = pairs
+        self._made: dict[int, SpanContext] = {}
+
+    def of(self, index: int) -> SpanContext:
+        at = bisect_right(self._firsts, index) - 1
+        context = self._made.get(at)
+        if context is None:
+            scope, resource = self._scopes[at]
+            context = self._made[at] = SpanContext(resource.resource, resource.schema_url, scope.scope, scope.schema_url)
+        return context
+
+
 class Pipeline:
     def __init__(
         self,
@@ -219,8 +227,11 @@ class Pipeline:
         max_waiting_requests: int = 64,
         commit_interval: float = 0.2,
         max_export_bytes: int = MAX_EXPORT_BYTES,
+        scanner: RequestScanner | None = None,
     ) -> None:
         self._rules = rules
+        # What receivers scan requests with before submitting them (and replay, here).
+        self.scanner = scanner or scanner_for(rules)
         self._directory = directory
         self._attributor = attributor
         self._sinks = sinks
@@ -230,9 +241,7 @@ class Pipeline:
         self._commit_interval = commit_interval
         self._max_export_bytes = max_export_bytes
         self._slots = threading.BoundedSemaphore(max_waiting_requests)
-        self._queue: queue.SimpleQueue[tuple[int, ExportTraceServiceRequest, bytes, SpanIds | None] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[tuple[int, ScannedRequest] | None] = queue.SimpleQueue()
         self._submit_lock = threading.Lock()
         # Journal bookkeeping: parts of each record not yet delivered. Records are
         # processed in seq order, so the first key is the oldest outstanding one.
@@ -244,24 +253,23 @@ class Pipeline:
         self._replay_until = journal.last_appended
         self._worker: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._scanners: dict[frozenset[str], wire.KeyScanner] = {}
+        self._masks: dict[frozenset[str], int] = {}  # a ScopeFilter's keys -> their scanner hit bits
 
     # ---- receiving (any thread) -----------------------------------------------------
 
-    def submit(self, request: ExportTraceServiceRequest, payload: bytes, span_ids: SpanIds | None = None) -> None:
-        """Accept a decoded request (``payload`` is its serialized form) or raise Overloaded.
-        ``span_ids`` are the ids that validating the request read, if the receiver has them."""
+    def submit(self, scanned: ScannedRequest) -> None:
+        """Accept a request that ``self.scanner`` scanned, or raise Overloaded."""
         if self._stopping.is_set():
             raise Overloaded("shutting down", retry_after=5.0)
         if not self._slots.acquire(blocking=False):
             raise Overloaded("too many requests waiting to be processed")
         try:
             # The checksum releases the GIL: computed before the lock, not while holding it.
-            header = self._journal.frame_header(payload)
+            header = self._journal.frame_header(scanned.payload)
             # One lock keeps journal order and processing order the same (see commit).
             with self._submit_lock:
-                seq = self._journal.append(payload, header)
-                self._queue.put((seq, request, payload, span_ids))
+                seq = self._journal.append(scanned.payload, header)
+                self._queue.put((seq, scanned))
         except JournalFull:
             self._slots.release()
             raise Overloaded("the ingest journal is full (downstream is slow or down)", retry_after=5.0) from None
@@ -290,12 +298,12 @@ class Pipeline:
                 if seq > self._replay_until:
                     return count  # appended since this start: it comes through the queue
                 try:
-                    request = ExportTraceServiceRequest.FromString(payload)
-                except Exception:  # it decoded once, so this is disk damage: skip it, loudly
+                    scanned = self.scanner.scan(payload)
+                except Exception:  # it was valid once, so this is disk damage: skip it, loudly
                     log.error("skipping undecodable journal record %d", seq)
                     self._outstanding_record(seq, 0)
                     continue
-                self._process_safely(seq, request, payload)
+                self._process_safely(seq, scanned)
                 count += 1
             if not records or records[-1][0] >= self._replay_until:
                 break
@@ -367,18 +375,15 @@ class Pipeline:
                 self._process_safely(*item)
                 self._slots.release()
 
-    def _process_safely(
-        self, seq: int, request: ExportTraceServiceRequest, payload: bytes, span_ids: SpanIds | None = None
-    ) -> None:
+    def _process_safely(self, seq: int, scanned: ScannedRequest) -> None:
         try:
-            self._process(seq, request, payload, span_ids)
+            self._process(seq, scanned)
         except Exception:
             # Forward what was received, unstamped: an acknowledged span is never dropped.
             log.exception("could not enrich request %d; forwarding it as received", seq)
+            payload, span_count = scanned.payload, scanned.span_count
             if _ANNOUNCE_MARKER in payload:  # announcements are never forwarded, even here
                 payload, span_count = _without_announcements(payload)
-            else:
-                span_count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
             with self._outstanding_lock:
                 if span_count:
                     self._outstanding[seq] = self._outstanding.get(seq, 0) + 1
@@ -386,63 +391,47 @@ class Pipeline:
             if span_count:
                 self._deliver(payload, span_count, {seq: 1})
 
-    def _process(
-        self, seq: int, request: ExportTraceServiceRequest, payload: bytes, span_ids: SpanIds | None = None
-    ) -> None:
+    def _process(self, seq: int, scanned: ScannedRequest) -> None:
         """Identify, attribute and stamp one request's spans, and deliver what is decided.
-
-        Spans are edited as bytes (``enricher.wire``) when the request's outer levels have
-        the usual shape, else on the decoded request; both give the same spans. Only spans
-        that carry a key some rule looks at get their attributes read (``_read_spans``).
-        """
-        resources = self._layout(request, payload)
-        spans = _RequestSpans()
-        scope_ids = iter(span_ids) if span_ids is not None else None
-        for r, resource_spans in enumerate(request.resource_spans):
-            resource = _ResourceInfo(self._rules, self._directory, resource_spans)
-            for s, scope_spans in enumerate(resource_spans.scope_spans):
-                scope_layout = resources[r].scopes[s] if resources is not None else None
-                ids = next(scope_ids) if scope_ids is not None else None
-                self._read_spans(spans, r, s, resource, scope_spans, payload, scope_layout, ids)
-        span_total = len(spans.batch.ids)
+        Only spans that carry a key some rule looks at get their attributes read
+        (``_read_scope``); the request is edited as bytes (``enricher.wire``)."""
+        spans = _RequestSpans(scanned.ids)
+        for resource_scan in scanned.resources:
+            resource = _ResourceInfo(self._rules, self._directory, resource_scan.resource)
+            for scope in resource_scan.scopes:
+                if scope.count:
+                    self._read_scope(spans, scanned, resource, scope)
+        self._follow_links(spans, scanned)
+        span_total = scanned.span_count
         announcements = len(spans.announcements)
         if announcements:
             self._metrics.run_announcements.inc(announcements)
         self._metrics.spans_received.inc(span_total - announcements)
 
         result = spans.attribute(self._attributor)
-        # Per (resource index, scope index): span index -> bytes to append, or None to remove.
-        edits: dict[tuple[int, int], dict[int, bytes | None]] = {}
-        for index in spans.announcements:  # learned from, never delivered
-            r, s, local = spans.locate(index)
-            edits.setdefault((r, s), {})[local] = None
+        # Span index -> bytes to append to it, or None to remove it.
+        edits: dict[int, bytes | None] = dict.fromkeys(spans.announcements)  # learned from, never delivered
         # Held spans leave the request first, as self-contained bytes: nothing that follows
         # may leave the attributor holding a reference into this request.
-        contexts: dict[tuple[int, int], SpanContext] = {}
-        for index, record in result.held.items():
-            r, s, local = spans.locate(index)
-            context = contexts.get((r, s))
-            if context is None:
-                resource_spans = request.resource_spans[r]
-                context = contexts[(r, s)] = SpanContext.of(resource_spans, resource_spans.scope_spans[s])
-            if resources is not None:
-                scope_layout = resources[r].scopes[s]
-                span_bytes = payload[scope_layout.span_starts[local]:scope_layout.span_ends[local]]
-            else:
-                span_bytes = request.resource_spans[r].scope_spans[s].spans[local].SerializeToString()
-            record.payload = (seq, context, span_bytes, spans.existing.get(index))
-            edits.setdefault((r, s), {})[local] = None
+        if result.held:
+            contexts = _SpanContexts(scanned)
+            for index, record in result.held.items():
+                record.payload = (seq, contexts.of(index), scanned.span_bytes(index), spans.existing.get(index))
+                edits[index] = None
 
         used: set[str] = set()
         tally = _Tally()
         self._stamp_decided(spans, result, edits, tally, used)
         self._count(tally)
 
-        removed = sum(1 for scope_edits in edits.values() for extra in scope_edits.values() if extra is None)
+        removed = sum(1 for extra in edits.values() if extra is None)
         remaining = span_total - removed
         self._outstanding_record(seq, len(result.held) + (1 if remaining else 0))
         if remaining:
-            self._deliver(self._apply(request, payload, resources, edits), remaining, {seq: 1})
+            payload = scanned.payload
+            if edits:  # else nothing stamped, held or removed: forwarded as received
+                payload = wire.rewrite(payload, scanned.resources, scanned.fields, scanned.starts, scanned.ends, edits)
+            self._deliver(payload, remaining, {seq: 1})
         self._emit(result.released)
         self._directory.mark_used(used)
 
@@ -451,94 +440,72 @@ class Pipeline:
         owners, run_roots, existing = result.owners, result.run_roots, spans.existing
         skip = spans.announcements
         special = skip | existing.keys() | run_roots  # the few spans that need more than a plain stamp
-        plain: dict[int, tuple[AgentRef, bytes | None]] = {}  # id(owner) -> its plain stamp, once per owner
+        plain: dict[int, bytes | None] = {}  # id(owner) -> its plain stamp, once per owner
         stamped = dropped = 0
-        for r, s, base, count in spans.scopes:
-            scope_edits: dict[int, bytes | None] = {}
-            # compress() skips the spans without an owner (None) at C speed: most of them.
-            for index in compress(range(base, base + count), owners[base:base + count]):
-                owner = owners[index]
-                if owner is PENDING:
+        # compress() skips the spans without an owner (None) at C speed: most of them.
+        for index in compress(range(len(owners)), owners):
+            owner = owners[index]
+            if owner is PENDING:
+                continue
+            if index in special:
+                if index in skip:
                     continue
-                if index in special:
-                    if index in skip:
-                        continue
-                    stamp = self._stamp_decision(owner, existing.get(index), index in run_roots, tally, used)
+                stamp = self._stamp_decision(owner, existing.get(index), index in run_roots, tally, used)
+            else:
+                key = id(owner)
+                if key in plain:
+                    stamp = plain[key]
                 else:
-                    known = plain.get(id(owner))
-                    if known is None:
-                        known = plain[id(owner)] = (owner, self._stamp_decision(owner, None, False, _Tally(), used))
-                    stamp = known[1]
-                    if stamp is None:
-                        dropped += 1
-                    else:
-                        stamped += 1
-                if stamp != b"":
-                    scope_edits[index - base] = stamp
-            if scope_edits:
-                edits.setdefault((r, s), {}).update(scope_edits)
+                    stamp = plain[key] = self._stamp_decision(owner, None, False, _Tally(), used)
+                if stamp is None:
+                    dropped += 1
+                else:
+                    stamped += 1
+            if stamp != b"":
+                edits[index] = stamp
         tally.stamped += stamped
         tally.dropped += dropped
         tally.passed += owners.count(None)
 
-    def _layout(self, request: ExportTraceServiceRequest, payload: bytes) -> list[wire.ResourceLayout] | None:
-        """The byte layout of ``payload``, or None when it cannot be used (the request is then
-        edited decoded): unexpected wire shapes, or a count that differs from upb's."""
-        try:
-            resources = wire.layout(payload)
-        except wire.WireError:
-            return None
-        if len(resources) != len(request.resource_spans):
-            return None
-        for resource, resource_spans in zip(resources, request.resource_spans):
-            if len(resource.scopes) != len(resource_spans.scope_spans):
-                return None
-            for scope, scope_spans in zip(resource.scopes, resource_spans.scope_spans):
-                if len(scope.span_starts) != len(scope_spans.spans):
-                    return None
-        return resources
-
-    def _read_spans(
-        self, spans: _RequestSpans, r: int, s: int, resource: _ResourceInfo, scope_spans, payload: bytes,
-        scope_layout, known_ids=None,
-    ) -> None:
-        """Add one ScopeSpans' spans to ``spans``.
+    def _read_scope(self, spans: _RequestSpans, scanned: ScannedRequest, resource: _ResourceInfo, scope: ScopeScan) -> None:
+        """Give one ScopeSpans' spans their identities.
 
         A span that carries none of the keys that the rules, announcements and existing stamps
-        are about (found in its bytes by ``wire.KeyScanner``) can only be its resource's agent:
-        its attributes are not read, only its ids. Without a layout, or when the rules cannot
-        say which keys matter, every span is read."""
-        scope_list = scope_spans.spans
-        if not scope_list:
-            return
-        base = spans.add_scope(r, s, scope_list, resource, known_ids[0] if known_ids is not None else None)
-        scope_name = scope_spans.scope.name
-        scope = self._rules.scope_filter(resource.attrs, scope_name)
-        if scope_layout is not None and scope.keys is not None:
-            candidates = sorted(self._scanner(scope.keys).spans(payload, scope_layout))
+        are about (the scanner found its attribute keys) can only be its resource's agent: its
+        attributes are not read. When the rules cannot say which keys matter, every span is read."""
+        first, count = scope.first, scope.count
+        spans.add_scope(first, count, resource)
+        scope_filter = self._rules.scope_filter(resource.attrs, scope.name)
+        mask = self._mask(scope_filter.keys)
+        if mask is None:
+            candidates: Iterable[int] = range(first, first + count)
         else:
-            candidates = range(len(scope_list))
-        for local in candidates:
-            span = scope_list[local]
-            if scope_layout is not None:  # the same mapping as the dict below, built in C
-                attrs = span_attributes(payload[scope_layout.span_starts[local]:scope_layout.span_ends[local]])
-            else:
-                attrs = {kv.key: kv.value for kv in span.attributes}
-            self._read_span(spans, base + local, resource, scope, SpanView(attrs, resource.attrs, span.name, scope_name))
-        # Span links: followed (to traces known here) by spans that no rule linked elsewhere.
+            end = first + count
+            candidates = sorted(index for index, hits in scanned.hits.items() if first <= index < end and hits & mask)
+        for index in candidates:
+            name, attrs = span_name_and_attributes(scanned.span_bytes(index))
+            self._read_span(spans, index, resource, scope_filter, SpanView(attrs, resource.attrs, name, scope.name))
+
+    def _mask(self, rule_keys: frozenset[str] | None) -> int | None:
+        """The scanner's hit bits for a scope filter's keys and the pipeline's own; None when
+        every span must be read (the rules cannot tell, or the scanner lacks a key)."""
+        if rule_keys is None:
+            return None
+        mask = self._masks.get(rule_keys, -1)
+        if mask == -1:
+            keys = rule_keys | _PIPELINE_KEYS
+            mask = self.scanner.mask(keys) if keys <= frozenset(self.scanner.keys) else None
+            if len(self._masks) > 64:  # keys depend on few scope names: this rarely fills
+                self._masks.clear()
+            self._masks[rule_keys] = mask
+        return mask
+
+    def _follow_links(self, spans: _RequestSpans, scanned: ScannedRequest) -> None:
+        """Span links: followed (to traces known here) by spans that no rule linked elsewhere."""
         linked, knows = spans.batch.linked, self._attributor.knows
-        if known_ids is not None:  # validation counted each span's links
-            counts = known_ids[1]
-            maybe = [] if counts is None else [local for local, count in enumerate(counts) if count]
-        else:
-            maybe = wire.spans_with_links(payload, scope_layout) if scope_layout is not None else None
-        for local in range(len(scope_list)) if maybe is None else sorted(maybe):
-            index = base + local
-            if index in linked:
-                continue
-            links = scope_list[local].links
-            if links and knows(links[0].trace_id):
-                linked[index] = links[0].trace_id
+        for index, trace_id in scanned.links.items():
+            if index not in linked and knows(trace_id):
+                linked[index] = trace_id
 
     def _read_span(self, spans: _RequestSpans, index: int, resource: _ResourceInfo, scope, view: SpanView) -> None:
         """The full treatment: every rule tried on the span's attributes."""
@@ -560,30 +527,6 @@ class Pipeline:
             spans.existing[index] = existing
         if RUN_ANNOUNCE_KEY in attrs:
             spans.announcements.add(index)
-
-    def _scanner(self, rule_keys: frozenset[str]) -> wire.KeyScanner:
-        scanner = self._scanners.get(rule_keys)
-        if scanner is None:
-            if len(self._scanners) > 64:  # keys depend on few scope names: this rarely fills
-                self._scanners.clear()
-            scanner = self._scanners[rule_keys] = wire.KeyScanner(rule_keys | _PIPELINE_KEYS)
-        return scanner
-
-    def _apply(self, request: ExportTraceServiceRequest, payload: bytes, resources, edits) -> bytes:
-        """The request to deliver: ``payload`` with ``edits`` applied."""
-        if not edits:
-            return payload  # nothing stamped, held or removed: forwarded as received
-        if resources is not None:
-            return wire.rewrite(payload, resources, edits)
-        for (r, s), scope_edits in edits.items():
-            spans = request.resource_spans[r].scope_spans[s].spans
-            for index in sorted(scope_edits, reverse=True):
-                extra = scope_edits[index]
-                if extra is None:
-                    del spans[index]
-                else:
-                    spans[index].MergeFromString(extra)
-        return request.SerializeToString()
 
     def _stamp_decision(
         self, owner: AgentRef | None, existing, run_root: bool, tally: _Tally, used: set[str]

@@ -3,33 +3,30 @@ decoding its spans.
 
 Why: decoding every span into Python objects, editing them and serializing the request
 again costs several microseconds a span, most of the enricher's time. The pipeline only
-needs, per span, where its bytes are (to copy it, drop it or append attributes to it) and
-whether it can concern an identity rule at all. Both are answered here at C speed:
+needs, per span, where its bytes are (to copy it, drop it or append attributes to it):
 
 * ``layout`` walks the three outer levels only (request > ResourceSpans > ScopeSpans >
-  Span) and records each span's byte range; the spans themselves are never parsed.
-* ``KeyScanner`` finds the spans whose bytes hold one of a few attribute keys, with one
-  regular-expression scan of a ScopeSpans (``re`` runs in C; a ``memchr`` pass adds the rare
-  non-minimal encodings), so that only those spans get the full, per-attribute treatment of
-  the identity rules. ``spans_with_links`` does the same for span links.
+  Span) and records each span's byte range; the spans themselves are never parsed. The C
+  request scanner (enricher/receive/_wirescan.c) does the same, and more, in one pass; this
+  is its Python counterpart, used on the requests that it declines.
 * ``rewrite`` copies the request with some spans removed and serialized attributes appended
   to others. Appending works because a span's attributes are a repeated field: protobuf
   parsers concatenate repeated fields wherever they occur in a message, so
   ``span bytes + KeyValue fields`` decodes as the span with those attributes added. Only the
   length prefixes of the enclosing ScopeSpans and ResourceSpans change.
 
-Anything this module does not expect (a group field, a known field with an unusual wire
-type, truncated bytes) raises ``WireError``; the caller then falls back to upb, which
-handles every valid encoding. Imports nothing from the rest of the enricher.
+Anything ``layout`` does not expect (a group field, a known field with an unusual wire type,
+truncated bytes) raises ``WireError``; the caller then lays out upb's own encoding of the
+request instead, which always has the usual shape. Imports nothing from the rest of the
+enricher.
 """
 
 from __future__ import annotations
 
-import re
-from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Protocol
 
 # Wire types.
 _VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
@@ -185,32 +182,59 @@ def length_delimited(tag: bytes, length: int) -> bytes:
     return _length_prefix(tag, length)
 
 
-# What an edit does to one span: None removes it, bytes are appended to it.
+# What an edit does to a span (by its index in the request): None removes it, bytes are appended to it.
 Edits = Mapping[int, bytes | None]
 
 
-def rewrite(payload: bytes, resources: list[ResourceLayout], edits: Mapping[tuple[int, int], Edits]) -> bytes:
-    """``payload`` with ``edits[(resource index, scope index)][span index]`` applied.
-    Everything not edited, unknown fields included, is copied as it is."""
+class ScopePositions(Protocol):
+    field_start: int
+    body_start: int
+    body_end: int
+    first: int  # the request-wide index of its first span
+    count: int
+
+
+class ResourcePositions(Protocol):
+    field_start: int
+    body_start: int
+    body_end: int
+    scopes: Sequence[ScopePositions]
+
+
+def rewrite(
+    payload: bytes, resources: Sequence[ResourcePositions], fields: Sequence[int], starts: Sequence[int],
+    ends: Sequence[int], edits: Edits,
+) -> bytes:
+    """``payload`` with ``edits`` applied. Spans are numbered across the request; ``fields``,
+    ``starts`` and ``ends`` are each span's tag, first byte and end. Everything not edited,
+    unknown fields included, is copied as it is."""
     # Plain bytes slices, not memoryviews: a copy of a few hundred bytes costs less than a
     # memoryview, which the garbage collector also has to track.
+    order = sorted(edits)
     out: list = []
     copied = 0  # payload[:copied] is in ``out`` already, or replaced
-    by_resource: dict[int, list[int]] = {}
-    for resource_index, scope_index in edits:
-        by_resource.setdefault(resource_index, []).append(scope_index)
-    for resource_index in sorted(by_resource):
-        resource = resources[resource_index]
+    next_edit, edit_count = 0, len(order)
+    for resource in resources:
+        if next_edit == edit_count:
+            break
         pieces: list = []
         inner = resource.body_start
-        for scope_index in sorted(by_resource[resource_index]):
-            scope = resource.scopes[scope_index]
+        for scope in resource.scopes:
+            scope_end = scope.first + scope.count
+            if next_edit == edit_count or order[next_edit] >= scope_end:
+                continue
+            last = next_edit
+            while last < edit_count and order[last] < scope_end:
+                last += 1
             pieces.append(payload[inner:scope.field_start])
-            body = _rewrite_scope(payload, scope, edits[(resource_index, scope_index)])
+            body = _rewrite_scope(payload, scope, fields, starts, ends, order[next_edit:last], edits)
             size = sum(map(len, body))
             pieces.append(length_delimited(_FIELD2_TAG, size))
             pieces.extend(body)
             inner = scope.body_end
+            next_edit = last
+        if not pieces:
+            continue
         pieces.append(payload[inner:resource.body_end])
         out.append(payload[copied:resource.field_start])
         out.append(length_delimited(b"\x0a", sum(map(len, pieces))))
@@ -220,12 +244,14 @@ def rewrite(payload: bytes, resources: list[ResourceLayout], edits: Mapping[tupl
     return b"".join(out)
 
 
-def _rewrite_scope(payload: bytes, scope: ScopeLayout, edits: Edits) -> list:
+def _rewrite_scope(
+    payload: bytes, scope: ScopePositions, fields: Sequence[int], starts: Sequence[int], ends: Sequence[int],
+    indexes: list[int], edits: Edits,
+) -> list:
     pieces: list = []
     copied = scope.body_start
-    fields, starts, ends = scope.span_fields, scope.span_starts, scope.span_ends
     headers = _SPAN_HEADERS
-    for index in sorted(edits):
+    for index in indexes:
         extra = edits[index]
         field_start = fields[index]
         if copied < field_start:
@@ -248,96 +274,3 @@ def _span_header(size: int) -> bytes:
     if len(_SPAN_HEADERS) < 65536:
         _SPAN_HEADERS[size] = header
     return header
-
-
-# ---- finding attribute keys and links ---------------------------------------------------
-
-
-def _encoded_varint(value: int) -> bytes:
-    return _length_prefix(b"", value)
-
-
-class KeyScanner:
-    """Finds the spans that may carry an attribute with one of ``keys``.
-
-    A KeyValue's key is field 1: the bytes ``0x0A, varint(len(key)), key``. One regular
-    expression finds those for all the keys at once; it starts with the literal 0x0A, which
-    ``re`` looks for with a fast loop, and branches on the length byte. Protobuf also allows
-    non-minimal varints (``0x8A 0x00`` for the tag, ``0x91 0x00`` for a length of 17): no
-    encoder writes them, but they are valid, so their shapes are matched too and make the span
-    a candidate. A candidate that turns out to hold none of the keys only costs the full
-    treatment; a span holding one is never missed.
-    """
-
-    def __init__(self, keys: Iterable[str]) -> None:
-        by_length: dict[bytes, list[bytes]] = {}
-        for key in sorted(set(keys)):
-            encoded = key.encode()
-            by_length.setdefault(_encoded_varint(len(encoded)), []).append(re.escape(encoded))
-        branches = [re.escape(length) + b"(?:" + b"|".join(names) + b")" for length, names in sorted(by_length.items())]
-        # A length varint that ends in a zero byte after continuation bytes is non-minimal.
-        branches.append(rb"[\x80-\xff]+\x00")
-        # The first lookahead rejects most 0x0A bytes on the next byte alone (measured: it
-        # halves the cost of the branches). Each match consumes its first byte only, so no
-        # match can hide another that starts inside it.
-        first_bytes = b"".join(re.escape(length[:1]) for length in by_length) + rb"\x80-\xff"
-        self._keys = re.compile(b"\n(?=[" + first_bytes + b"])(?=" + b"|".join(branches) + b")")
-
-    def spans(self, payload: bytes, scope: ScopeLayout) -> set[int]:
-        """Indexes (in ``scope``) of the spans whose bytes contain one of the keys."""
-        start, end = scope.body_start, scope.body_end
-        hits = [match.start() for match in self._keys.finditer(payload, start, end)]
-        hits += _non_minimal_tags(payload, 0x0A, start, end)
-        return _spans_at(scope, hits)
-
-
-def spans_with_links(payload: bytes, scope: ScopeLayout) -> set[int] | None:
-    """Indexes of the spans that may have links (Span.links is field 13, tag 0x6A): a span
-    without that byte has none, and almost no span has links, while asking upb for each
-    span's links costs more than this scan. None when the byte is too common to help."""
-    start, end = scope.body_start, scope.body_end
-    hits = _byte_positions(payload, 0x6A, start, end, limit=len(scope.span_starts) // 4 + 16)
-    if hits is None:
-        return None
-    return _spans_at(scope, hits + _non_minimal_tags(payload, 0x6A, start, end))
-
-
-def _spans_at(scope: ScopeLayout, positions: list[int]) -> set[int]:
-    """Indexes of the spans that hold these payload positions."""
-    starts, ends = scope.span_starts, scope.span_ends
-    found: set[int] = set()
-    for at in positions:
-        index = bisect_right(starts, at) - 1
-        if index >= 0 and at < ends[index]:
-            found.add(index)
-    return found
-
-
-def _byte_positions(payload: bytes, byte: int, start: int, end: int, limit: int) -> list[int] | None:
-    """Where ``byte`` occurs in payload[start:end], or None past ``limit`` occurrences.
-    ``bytes.find`` of one byte is memchr, many times faster than ``re`` or a two-byte find."""
-    needle = bytes((byte,))
-    positions: list[int] = []
-    at = payload.find(needle, start, end)
-    while at >= 0:
-        if len(positions) == limit:
-            return None
-        positions.append(at)
-        at = payload.find(needle, at + 1, end)
-    return positions
-
-
-def _non_minimal_tags(payload: bytes, tag: int, start: int, end: int) -> list[int]:
-    """Positions of non-minimal varint encodings of a one-byte ``tag``: ``tag | 0x80``, then
-    ``0x80`` bytes, then ``0x00``. Any other byte after ``tag | 0x80`` makes another number."""
-    first = tag | 0x80
-    positions = _byte_positions(payload, first, start, end, limit=256)
-    if positions is None:  # a common byte here (UTF-8 text, say): let re do the loop
-        pattern = _NON_MINIMAL.get(tag)
-        if pattern is None:
-            pattern = _NON_MINIMAL[tag] = re.compile(re.escape(bytes((first,))) + rb"(?=\x80*\x00)")
-        return [match.start() for match in pattern.finditer(payload, start, end)]
-    return [at for at in positions if at + 1 < end and payload[at + 1] in (0x00, 0x80)]
-
-
-_NON_MINIMAL: dict[int, re.Pattern[bytes]] = {}

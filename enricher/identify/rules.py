@@ -466,6 +466,15 @@ class RuleSet:
         )
         self._scope_filters: dict[tuple, ScopeFilter] = {}
 
+    @property
+    def scan_keys(self) -> frozenset[str]:
+        """Every span attribute key that some ScopeFilter's ``keys`` may hold: what a request
+        scanner looks for in every span, so that no scope's filter asks for a key it lacks."""
+        if self._prefilter is None:
+            return frozenset()  # every scope filter's keys are None: every span is read
+        keys, gated = self._prefilter
+        return keys | {marker for _, _, marker in gated if marker is not None}
+
     def scope_filter(self, resource_attrs: Mapping[str, Any], scope_name: str) -> ScopeFilter:
         """What the span rules can match in the spans of one resource and scope (see ScopeFilter).
         The same for every scope with this name and these values of the resource attributes

@@ -6,8 +6,8 @@ costs more than everything else the rules do. Instead the span's bytes are parse
 message whose field 9 is ``map<string, AnyValue>``: on the wire a map is a repeated
 ``{key = 1, value = 2}`` message, exactly what ``Span.attributes`` (a repeated KeyValue) is,
 so upb builds the map in C and only the values that a rule asks for become Python objects.
-A map keeps the last value of a repeated key, as the dict did. The other fields of the span
-are unknown to this message and not looked at.
+A map keeps the last value of a repeated key, as the dict did. The message also has the span's
+name (field 5), which rules may match; the span's other fields are unknown to it and not looked at.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def _message_class() -> type:
             name="value", number=2, type=field.TYPE_MESSAGE, label=field.LABEL_OPTIONAL,
             type_name=".opentelemetry.proto.common.v1.AnyValue",
         )
+        message.field.add(name="name", number=5, type=field.TYPE_STRING, label=field.LABEL_OPTIONAL)
         message.field.add(
             name="attributes", number=9, type=field.TYPE_MESSAGE, label=field.LABEL_REPEATED,
             type_name=f".{_MESSAGE}.AttributesEntry",
@@ -54,5 +55,11 @@ _SpanAttributes = _message_class()
 
 
 def span_attributes(span_bytes: bytes) -> Mapping[str, Any]:
-    """Attribute key -> AnyValue of a serialized Span (one that upb has already accepted)."""
+    """Attribute key -> AnyValue of a serialized Span (one that has been validated)."""
     return _SpanAttributes.FromString(span_bytes).attributes
+
+
+def span_name_and_attributes(span_bytes: bytes) -> tuple[str, Mapping[str, Any]]:
+    """The name and the attributes (as ``span_attributes``) of a serialized, validated Span."""
+    span = _SpanAttributes.FromString(span_bytes)
+    return span.name, span.attributes

@@ -12,7 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from enricher.metrics import EnricherMetrics
 from enricher.pipeline import Overloaded, Pipeline
-from enricher.receive.decode import InvalidPayload, decode_protobuf_ids
+from enricher.receive.decode import InvalidPayload
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class OtlpGrpcReceiver:
             # the pipeline's slots (which do) must run out well before this does.
             maximum_concurrent_rpcs=256,
         )
-        # Raw bytes in and out: the payload is decoded once, here, and kept for the journal.
+        # Raw bytes in and out: the payload is scanned once, here, and kept for the journal.
         handler = grpc.method_handlers_generic_handler(
             SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._export)}
         )
@@ -65,12 +65,12 @@ class OtlpGrpcReceiver:
 
     def _export(self, payload: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            request, span_ids = decode_protobuf_ids(payload)
+            scanned = self._pipeline.scanner.scan(payload)
         except InvalidPayload as error:
             self._metrics.requests.labels("grpc", "invalid").inc()
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         try:
-            self._pipeline.submit(request, payload, span_ids)
+            self._pipeline.submit(scanned)
         except Overloaded as error:
             self._metrics.requests.labels("grpc", "overloaded").inc()
             context.set_trailing_metadata((("grpc-status-details-bin", _retry_status(error)),))

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from enricher.metrics import EnricherMetrics
 from enricher.pipeline import Overloaded, Pipeline
-from enricher.receive.decode import InvalidPayload, decode_json, decode_protobuf
+from enricher.receive.decode import InvalidPayload, decode_json
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -39,10 +39,12 @@ def create_otlp_http_app(pipeline: Pipeline, metrics: EnricherMetrics, *, max_re
                           f"use {PROTOBUF} or {JSON}", as_json=True)
         try:
             body = await _read_body(request, request.headers.get("content-encoding", ""), max_request_bytes)
-            decoded = decode_json(body) if as_json else decode_protobuf(body)
-            payload = body if not as_json else decoded.SerializeToString()
+            if as_json:
+                scanned = pipeline.scanner.scan_request(decode_json(body))
+            else:
+                scanned = pipeline.scanner.scan(body)
             # Journal I/O and a lock: keep them off the event loop.
-            await run_in_threadpool(pipeline.submit, decoded, payload)
+            await run_in_threadpool(pipeline.submit, scanned)
         except PayloadTooLarge:
             metrics.requests.labels("http", "too_large").inc()
             return _error(413, code_pb2.INVALID_ARGUMENT, f"request larger than {max_request_bytes} bytes", as_json=as_json)

@@ -1,0 +1,620 @@
+/* One C pass over a serialized OTLP ExportTraceServiceRequest: validate it and read what
+ * the pipeline needs of it, without building a message object per span.
+ *
+ * Why: upb's decode plus a Python walk over every span's ids cost more than the rest of
+ * the enricher's per-request work (docs/PERFORMANCE.md). This file does in one pass what
+ * enricher/receive/scan.py does in Python with upb; the two are held equal by tests
+ * (tests/enricher/receive/test_scan.py).
+ *
+ * It accepts a strict subset of the valid encodings and declines (returns None) the rest:
+ * known fields with an unexpected wire type, groups, a repeated singular field that the
+ * pipeline reads (ids, names, resource, scope), nesting deeper than MAX_DEPTH, ids of the
+ * wrong length, invalid UTF-8 in a string field, anything malformed. The caller then takes
+ * the upb path, which decodes every valid request and words the error of an invalid one.
+ * So this file never has to decide that a request is invalid, only that it is certainly
+ * valid: every field is checked against the message schema that Python builds from the
+ * installed protobuf descriptors (compile_schema), the same knowledge upb has.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define MAX_DEPTH 48
+#define MAX_KEYS 62
+
+enum kind { K_UNKNOWN = 0, K_VARINT, K_FIXED64, K_FIXED32, K_STRING, K_BYTES, K_MESSAGE, K_DECLINE };
+
+typedef struct {
+    int max_field;           /* fields above it are unknown */
+    unsigned char *kinds;    /* by field number, 0..max_field */
+    int *children;           /* by field number: message index for K_MESSAGE */
+} message_schema;
+
+typedef struct {
+    int count;
+    message_schema *messages;
+    /* Indexes of the messages the walk reads itself. */
+    int request, resource_spans, scope_spans, span, link, key_value, scope, resource;
+} schema;
+
+/* ---- wire primitives ------------------------------------------------------------------- */
+
+static inline int read_varint(const unsigned char **p, const unsigned char *end, uint64_t *out) {
+    const unsigned char *q = *p;
+    uint64_t value = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (q >= end) return 0;
+        unsigned char byte = *q++;
+        if (shift == 63 && byte > 1) return 0; /* more than 64 bits */
+        value |= (uint64_t)(byte & 0x7F) << shift;
+        if (byte < 0x80) {
+            *p = q;
+            *out = value;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF), as upb checks. */
+static int valid_utf8(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        /* ASCII runs, eight bytes at a time. */
+        while (i + 8 <= n) {
+            uint64_t chunk;
+            memcpy(&chunk, s + i, 8);
+            if (chunk & 0x8080808080808080ULL) break;
+            i += 8;
+        }
+        if (i >= n) break;
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
+            i += 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            if (i + 2 >= n) return 0;
+            unsigned char c1 = s[i + 1];
+            if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80) return 0;
+            if (c == 0xE0 && c1 < 0xA0) return 0; /* overlong */
+            if (c == 0xED && c1 > 0x9F) return 0; /* surrogate */
+            i += 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            if (i + 3 >= n) return 0;
+            unsigned char c1 = s[i + 1];
+            if ((c1 & 0xC0) != 0x80 || (s[i + 2] & 0xC0) != 0x80 || (s[i + 3] & 0xC0) != 0x80) return 0;
+            if (c == 0xF0 && c1 < 0x90) return 0; /* overlong */
+            if (c == 0xF4 && c1 > 0x8F) return 0; /* above U+10FFFF */
+            i += 4;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* One field: its number, wire type and value. For length-delimited fields the value is
+ * [value, value_end); for others value_end is where the field ends. */
+typedef struct {
+    uint32_t number;
+    int wire_type;
+    const unsigned char *value;
+    const unsigned char *value_end;
+} field;
+
+static int next_field(const unsigned char **p, const unsigned char *end, field *f) {
+    uint64_t tag, length;
+    if (!read_varint(p, end, &tag)) return 0;
+    if ((tag >> 3) == 0 || (tag >> 3) > 536870911) return 0;
+    f->number = (uint32_t)(tag >> 3);
+    f->wire_type = (int)(tag & 7);
+    const unsigned char *q = *p;
+    switch (f->wire_type) {
+    case 0:
+        f->value = q;
+        if (!read_varint(&q, end, &length)) return 0;
+        break;
+    case 1:
+        f->value = q;
+        if (end - q < 8) return 0;
+        q += 8;
+        break;
+    case 2:
+        if (!read_varint(&q, end, &length)) return 0;
+        if ((uint64_t)(end - q) < length) return 0;
+        f->value = q;
+        q += length;
+        break;
+    case 5:
+        f->value = q;
+        if (end - q < 4) return 0;
+        q += 4;
+        break;
+    default: /* groups (3, 4) are never used by OTLP; 6 and 7 are invalid */
+        return 0;
+    }
+    f->value_end = q;
+    *p = q;
+    return 1;
+}
+
+static int kind_of(const schema *sc, int message, uint32_t number, int *child) {
+    const message_schema *m = &sc->messages[message];
+    if ((int64_t)number > m->max_field) return K_UNKNOWN;
+    *child = m->children[number];
+    return m->kinds[number];
+}
+
+/* Whether a field's wire type fits its kind; an unknown field fits any valid wire type. */
+static inline int fits(int kind, int wire_type) {
+    switch (kind) {
+    case K_UNKNOWN: return 1;
+    case K_VARINT: return wire_type == 0;
+    case K_FIXED64: return wire_type == 1;
+    case K_FIXED32: return wire_type == 5;
+    case K_STRING: case K_BYTES: case K_MESSAGE: return wire_type == 2;
+    default: return 0;
+    }
+}
+
+static int validate_message(const schema *sc, int message, const unsigned char *p, const unsigned char *end, int depth);
+
+/* Checks one field of ``message`` (recursing into sub-messages). */
+static inline int validate_field(const schema *sc, int message, const field *f, int depth) {
+    int child = -1;
+    int kind = kind_of(sc, message, f->number, &child);
+    if (!fits(kind, f->wire_type)) return 0;
+    if (kind == K_STRING) return valid_utf8(f->value, (size_t)(f->value_end - f->value));
+    if (kind == K_MESSAGE) return validate_message(sc, child, f->value, f->value_end, depth + 1);
+    return 1;
+}
+
+static int validate_message(const schema *sc, int message, const unsigned char *p, const unsigned char *end, int depth) {
+    if (depth > MAX_DEPTH) return 0;
+    field f;
+    while (p < end) {
+        if (!next_field(&p, end, &f)) return 0;
+        if (!validate_field(sc, message, &f, depth)) return 0;
+    }
+    return 1;
+}
+
+/* ---- the walk -------------------------------------------------------------------------- */
+
+typedef struct {
+    const schema *sc;
+    const unsigned char *base;  /* the payload's first byte: positions are offsets from it */
+    const unsigned char **keys;
+    Py_ssize_t *key_lengths;
+    int key_count;
+    PyObject *empty;            /* b"", shared by every root span's parent id */
+    PyObject *ids, *fields, *starts, *ends, *hits, *links;
+    Py_ssize_t span_count;
+} walk;
+
+static int append_offset(PyObject *list, Py_ssize_t offset) {
+    PyObject *number = PyLong_FromSsize_t(offset);
+    if (number == NULL) return -1;
+    int result = PyList_Append(list, number);
+    Py_DECREF(number);
+    return result;
+}
+
+/* The bitmask of ``keys`` that a KeyValue's key (field 1) equals; 0 for none. */
+static uint64_t key_hits(const walk *w, const unsigned char *p, const unsigned char *end) {
+    uint64_t mask = 0;
+    field f;
+    while (p < end) {
+        if (!next_field(&p, end, &f)) return mask;
+        if (f.number != 1 || f.wire_type != 2) continue;
+        Py_ssize_t length = f.value_end - f.value;
+        for (int k = 0; k < w->key_count; k++) {
+            if (w->key_lengths[k] == length && memcmp(w->keys[k], f.value, (size_t)length) == 0) {
+                mask |= (uint64_t)1 << k;
+                break;
+            }
+        }
+    }
+    return mask;
+}
+
+/* The first link's trace id, or NULL with *bad set when a link id has a wrong length. */
+static int link_ids_ok(const unsigned char *p, const unsigned char *end, const unsigned char **trace, Py_ssize_t *trace_length) {
+    field f;
+    int seen_trace = 0, seen_span = 0;
+    *trace = NULL;
+    *trace_length = 0;
+    while (p < end) {
+        if (!next_field(&p, end, &f)) return 0;
+        if (f.number == 1) {
+            Py_ssize_t n = f.value_end - f.value;
+            if (seen_trace++ || (n != 0 && n != 16)) return 0;
+            *trace = f.value;
+            *trace_length = n;
+        } else if (f.number == 2) {
+            Py_ssize_t n = f.value_end - f.value;
+            if (seen_span++ || (n != 0 && n != 8)) return 0;
+        }
+    }
+    return 1;
+}
+
+/* One Span: validated, its ids, its key hits and its first link. 1 ok, 0 decline, -1 error. */
+static int walk_span(walk *w, const unsigned char *p, const unsigned char *end) {
+    const schema *sc = w->sc;
+    const unsigned char *trace = NULL, *span = NULL, *parent = NULL;
+    Py_ssize_t parent_length = 0;
+    uint64_t mask = 0;
+    const unsigned char *link_trace = NULL;
+    Py_ssize_t link_trace_length = 0;
+    int links = 0;
+    field f;
+    while (p < end) {
+        if (!next_field(&p, end, &f)) return 0;
+        Py_ssize_t n = f.value_end - f.value;
+        switch (f.number) {
+        case 1:
+            if (f.wire_type != 2 || trace != NULL || n != 16) return 0;
+            trace = f.value;
+            continue;
+        case 2:
+            if (f.wire_type != 2 || span != NULL || n != 8) return 0;
+            span = f.value;
+            continue;
+        case 4:
+            if (f.wire_type != 2 || parent != NULL || (n != 0 && n != 8)) return 0;
+            parent = f.value;
+            parent_length = n;
+            continue;
+        case 9:
+            if (!validate_field(sc, sc->span, &f, 4)) return 0;
+            if (w->key_count) mask |= key_hits(w, f.value, f.value_end);
+            continue;
+        case 13: {
+            if (!validate_field(sc, sc->span, &f, 4)) return 0;
+            const unsigned char *t;
+            Py_ssize_t tn;
+            if (!link_ids_ok(f.value, f.value_end, &t, &tn)) return 0;
+            if (links++ == 0) {
+                link_trace = t;
+                link_trace_length = tn;
+            }
+            continue;
+        }
+        default:
+            if (!validate_field(sc, sc->span, &f, 4)) return 0;
+        }
+    }
+    if (trace == NULL || span == NULL) return 0; /* absent ids are empty: invalid */
+    Py_ssize_t index = w->span_count++;
+    PyObject *t = PyBytes_FromStringAndSize((const char *)trace, 16);
+    PyObject *s = PyBytes_FromStringAndSize((const char *)span, 8);
+    PyObject *pa;
+    if (parent_length) {
+        pa = PyBytes_FromStringAndSize((const char *)parent, 8);
+    } else {
+        pa = w->empty;
+        Py_INCREF(pa);
+    }
+    if (t == NULL || s == NULL || pa == NULL) {
+        Py_XDECREF(t); Py_XDECREF(s); Py_XDECREF(pa);
+        return -1;
+    }
+    PyObject *triple = PyTuple_Pack(3, t, s, pa);
+    Py_DECREF(t); Py_DECREF(s); Py_DECREF(pa);
+    if (triple == NULL) return -1;
+    int result = PyList_Append(w->ids, triple);
+    Py_DECREF(triple);
+    if (result < 0) return -1;
+    if (mask) {
+        PyObject *key = PyLong_FromSsize_t(index), *value = PyLong_FromUnsignedLongLong(mask);
+        if (key == NULL || value == NULL || PyDict_SetItem(w->hits, key, value) < 0) {
+            Py_XDECREF(key); Py_XDECREF(value);
+            return -1;
+        }
+        Py_DECREF(key); Py_DECREF(value);
+    }
+    if (links) {
+        PyObject *key = PyLong_FromSsize_t(index);
+        PyObject *value = PyBytes_FromStringAndSize((const char *)(link_trace ? link_trace : (const unsigned char *)""), link_trace_length);
+        if (key == NULL || value == NULL || PyDict_SetItem(w->links, key, value) < 0) {
+            Py_XDECREF(key); Py_XDECREF(value);
+            return -1;
+        }
+        Py_DECREF(key); Py_DECREF(value);
+    }
+    return 1;
+}
+
+static PyObject *text(const unsigned char *p, const unsigned char *end) {
+    return PyUnicode_DecodeUTF8((const char *)p, end - p, "strict");
+}
+
+/* One ScopeSpans: (field_start, body_start, body_end, scope bytes, scope name, schema_url,
+ * first span index, span count), or Py_None to decline. */
+static PyObject *walk_scope(walk *w, const unsigned char *field_start, const unsigned char *p, const unsigned char *end) {
+    const schema *sc = w->sc;
+    const unsigned char *scope = NULL, *scope_end = NULL, *url = NULL, *url_end = NULL;
+    const unsigned char *name = NULL, *name_end = NULL;
+    Py_ssize_t first = w->span_count;
+    const unsigned char *body = p;
+    field f;
+    while (p < end) {
+        const unsigned char *at = p;
+        if (!next_field(&p, end, &f)) Py_RETURN_NONE;
+        if (f.number == 2) {
+            if (f.wire_type != 2) Py_RETURN_NONE;
+            int result = walk_span(w, f.value, f.value_end);
+            if (result <= 0) {
+                if (result < 0) return NULL;
+                Py_RETURN_NONE;
+            }
+            if (append_offset(w->fields, at - w->base) < 0 || append_offset(w->starts, f.value - w->base) < 0
+                || append_offset(w->ends, f.value_end - w->base) < 0)
+                return NULL;
+            continue;
+        }
+        if (!validate_field(sc, sc->scope_spans, &f, 3)) Py_RETURN_NONE;
+        if (f.number == 1) {
+            if (scope != NULL) Py_RETURN_NONE;
+            scope = f.value;
+            scope_end = f.value_end;
+            /* InstrumentationScope.name is field 1. */
+            const unsigned char *q = scope;
+            field g;
+            while (q < scope_end) {
+                if (!next_field(&q, scope_end, &g)) Py_RETURN_NONE;
+                if (g.number == 1) {
+                    if (name != NULL) Py_RETURN_NONE;
+                    name = g.value;
+                    name_end = g.value_end;
+                }
+            }
+        } else if (f.number == 3) {
+            if (url != NULL) Py_RETURN_NONE;
+            url = f.value;
+            url_end = f.value_end;
+        }
+    }
+    return Py_BuildValue(
+        "(nnny#NNnn)", (Py_ssize_t)(field_start - w->base), (Py_ssize_t)(body - w->base), (Py_ssize_t)(end - w->base),
+        scope ? (const char *)scope : "", (Py_ssize_t)(scope ? scope_end - scope : 0),
+        name ? text(name, name_end) : PyUnicode_FromString(""), url ? text(url, url_end) : PyUnicode_FromString(""),
+        first, w->span_count - first);
+}
+
+/* One ResourceSpans: (field_start, body_start, body_end, resource bytes, schema_url, scopes). */
+static PyObject *walk_resource(walk *w, const unsigned char *field_start, const unsigned char *p, const unsigned char *end) {
+    const schema *sc = w->sc;
+    const unsigned char *resource = NULL, *resource_end = NULL, *url = NULL, *url_end = NULL;
+    const unsigned char *body = p;
+    PyObject *scopes = PyList_New(0);
+    if (scopes == NULL) return NULL;
+    field f;
+    while (p < end) {
+        const unsigned char *at = p;
+        if (!next_field(&p, end, &f)) goto decline;
+        if (f.number == 2) {
+            if (f.wire_type != 2) goto decline;
+            PyObject *scope = walk_scope(w, at, f.value, f.value_end);
+            if (scope == NULL) goto error;
+            if (scope == Py_None) {
+                Py_DECREF(scope);
+                goto decline;
+            }
+            int result = PyList_Append(scopes, scope);
+            Py_DECREF(scope);
+            if (result < 0) goto error;
+            continue;
+        }
+        if (!validate_field(sc, sc->resource_spans, &f, 2)) goto decline;
+        if (f.number == 1) {
+            if (resource != NULL) goto decline;
+            resource = f.value;
+            resource_end = f.value_end;
+        } else if (f.number == 3) {
+            if (url != NULL) goto decline;
+            url = f.value;
+            url_end = f.value_end;
+        }
+    }
+    return Py_BuildValue(
+        "(nnny#NN)", (Py_ssize_t)(field_start - w->base), (Py_ssize_t)(body - w->base), (Py_ssize_t)(end - w->base),
+        resource ? (const char *)resource : "", (Py_ssize_t)(resource ? resource_end - resource : 0),
+        url ? text(url, url_end) : PyUnicode_FromString(""), scopes);
+decline:
+    Py_DECREF(scopes);
+    Py_RETURN_NONE;
+error:
+    Py_DECREF(scopes);
+    return NULL;
+}
+
+/* ---- the module ------------------------------------------------------------------------- */
+
+static void free_schema(PyObject *capsule) {
+    schema *sc = PyCapsule_GetPointer(capsule, "agentmon.wirescan.schema");
+    if (sc == NULL) return;
+    for (int i = 0; i < sc->count; i++) {
+        PyMem_Free(sc->messages[i].kinds);
+        PyMem_Free(sc->messages[i].children);
+    }
+    PyMem_Free(sc->messages);
+    PyMem_Free(sc);
+}
+
+/* compile_schema(messages, roles) -> capsule.
+ * messages: a list, per message, of (field number, kind, child message index) tuples.
+ * roles: (request, resource_spans, scope_spans, span, link, key_value, scope, resource) indexes. */
+static PyObject *compile_schema(PyObject *self, PyObject *args) {
+    PyObject *messages;
+    schema *sc;
+    int roles[8];
+    if (!PyArg_ParseTuple(args, "O!(iiiiiiii)", &PyList_Type, &messages, &roles[0], &roles[1], &roles[2], &roles[3],
+                          &roles[4], &roles[5], &roles[6], &roles[7]))
+        return NULL;
+    Py_ssize_t count = PyList_GET_SIZE(messages);
+    for (int r = 0; r < 8; r++) {
+        if (roles[r] < 0 || roles[r] >= count) {
+            PyErr_SetString(PyExc_ValueError, "a role names no message");
+            return NULL;
+        }
+    }
+    sc = PyMem_Calloc(1, sizeof(schema));
+    if (sc == NULL) return PyErr_NoMemory();
+    sc->messages = PyMem_Calloc((size_t)count, sizeof(message_schema));
+    if (sc->messages == NULL) {
+        PyMem_Free(sc);
+        return PyErr_NoMemory();
+    }
+    sc->count = (int)count;
+    PyObject *capsule = PyCapsule_New(sc, "agentmon.wirescan.schema", free_schema);
+    if (capsule == NULL) {
+        PyMem_Free(sc->messages);
+        PyMem_Free(sc);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *fields = PyList_GET_ITEM(messages, i);
+        if (!PyList_Check(fields)) {
+            PyErr_SetString(PyExc_TypeError, "each message is a list of fields");
+            goto error;
+        }
+        int max_field = 0;
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(fields); j++) {
+            int number, kind, child;
+            if (!PyArg_ParseTuple(PyList_GET_ITEM(fields, j), "iii", &number, &kind, &child)) goto error;
+            if (number <= 0 || number > 4096) {
+                PyErr_SetString(PyExc_ValueError, "field numbers above 4096 are not supported");
+                goto error;
+            }
+            if (number > max_field) max_field = number;
+        }
+        message_schema *m = &sc->messages[i];
+        m->max_field = max_field;
+        m->kinds = PyMem_Calloc((size_t)max_field + 1, 1);
+        m->children = PyMem_Calloc((size_t)max_field + 1, sizeof(int));
+        if (m->kinds == NULL || m->children == NULL) {
+            PyErr_NoMemory();
+            goto error;
+        }
+        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(fields); j++) {
+            int number, kind, child;
+            PyArg_ParseTuple(PyList_GET_ITEM(fields, j), "iii", &number, &kind, &child);
+            if (kind < K_UNKNOWN || kind > K_DECLINE || (kind == K_MESSAGE && (child < 0 || child >= count))) {
+                PyErr_SetString(PyExc_ValueError, "bad field kind or child message");
+                goto error;
+            }
+            m->kinds[number] = (unsigned char)kind;
+            m->children[number] = child;
+        }
+    }
+    sc->request = roles[0];
+    sc->resource_spans = roles[1];
+    sc->scope_spans = roles[2];
+    sc->span = roles[3];
+    sc->link = roles[4];
+    sc->key_value = roles[5];
+    sc->scope = roles[6];
+    sc->resource = roles[7];
+    return capsule;
+error:
+    Py_DECREF(capsule);
+    return NULL;
+}
+
+/* scan(payload, schema, keys) -> (resources, ids, fields, starts, ends, hits, links) or None. */
+static PyObject *scan(PyObject *self, PyObject *args) {
+    Py_buffer payload;
+    PyObject *capsule, *keys;
+    if (!PyArg_ParseTuple(args, "y*OO!", &payload, &capsule, &PyTuple_Type, &keys)) return NULL;
+    PyObject *result = NULL, *resources = NULL;
+    const schema *sc = PyCapsule_GetPointer(capsule, "agentmon.wirescan.schema");
+    walk w;
+    memset(&w, 0, sizeof(w));
+    const unsigned char *key_bytes[MAX_KEYS];
+    Py_ssize_t key_lengths[MAX_KEYS];
+    if (sc == NULL) goto done;
+    Py_ssize_t key_count = PyTuple_GET_SIZE(keys);
+    if (key_count > MAX_KEYS) {
+        PyErr_SetString(PyExc_ValueError, "at most 62 keys");
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < key_count; k++) {
+        PyObject *key = PyTuple_GET_ITEM(keys, k);
+        if (!PyBytes_Check(key)) {
+            PyErr_SetString(PyExc_TypeError, "keys are bytes");
+            goto done;
+        }
+        key_bytes[k] = (const unsigned char *)PyBytes_AS_STRING(key);
+        key_lengths[k] = PyBytes_GET_SIZE(key);
+    }
+    w.sc = sc;
+    w.base = payload.buf;
+    w.keys = key_bytes;
+    w.key_lengths = key_lengths;
+    w.key_count = (int)key_count;
+    w.empty = PyBytes_FromStringAndSize(NULL, 0);
+    w.ids = PyList_New(0);
+    w.fields = PyList_New(0);
+    w.starts = PyList_New(0);
+    w.ends = PyList_New(0);
+    w.hits = PyDict_New();
+    w.links = PyDict_New();
+    resources = PyList_New(0);
+    if (!w.empty || !w.ids || !w.fields || !w.starts || !w.ends || !w.hits || !w.links || !resources) goto done;
+
+    const unsigned char *p = payload.buf, *end = p + payload.len;
+    field f;
+    while (p < end) {
+        const unsigned char *at = p;
+        if (!next_field(&p, end, &f)) goto decline;
+        if (f.number == 1) {
+            if (f.wire_type != 2) goto decline;
+            PyObject *resource = walk_resource(&w, at, f.value, f.value_end);
+            if (resource == NULL) goto done;
+            if (resource == Py_None) {
+                Py_DECREF(resource);
+                goto decline;
+            }
+            int appended = PyList_Append(resources, resource);
+            Py_DECREF(resource);
+            if (appended < 0) goto done;
+        } else if (!validate_field(sc, sc->request, &f, 1)) {
+            goto decline;
+        }
+    }
+    result = PyTuple_Pack(7, resources, w.ids, w.fields, w.starts, w.ends, w.hits, w.links);
+    goto done;
+decline:
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    Py_XDECREF(resources);
+    Py_XDECREF(w.empty);
+    Py_XDECREF(w.ids);
+    Py_XDECREF(w.fields);
+    Py_XDECREF(w.starts);
+    Py_XDECREF(w.ends);
+    Py_XDECREF(w.hits);
+    Py_XDECREF(w.links);
+    PyBuffer_Release(&payload);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"compile_schema", compile_schema, METH_VARARGS, "compile_schema(messages, roles) -> schema capsule"},
+    {"scan", scan, METH_VARARGS,
+     "scan(payload, schema, keys) -> (resources, ids, fields, starts, ends, hits, links), or None to decline"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_wirescan", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__wirescan(void) { return PyModule_Create(&module); }
