@@ -41,7 +41,6 @@ from itertools import compress
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from enricher import wire
 from enricher.agents import AgentDirectory, AgentRef
 from enricher.attribute import PENDING, BatchResult, Decision, SpanBatch, SpanRecord, TraceAttributor
 from enricher.export.base import ExportBatch, SpanSink
@@ -430,7 +429,7 @@ class Pipeline:
         if remaining:
             payload = scanned.payload
             if edits:  # else nothing stamped, held or removed: forwarded as received
-                payload = wire.rewrite(payload, scanned.resources, scanned.fields, scanned.starts, scanned.ends, edits)
+                payload = scanned.rewrite(edits)
             self._deliver(payload, remaining, {seq: 1})
         self._emit(result.released)
         self._directory.mark_used(used)

@@ -436,6 +436,232 @@ error:
     return NULL;
 }
 
+/* ---- rewriting ------------------------------------------------------------------------- */
+
+static inline Py_ssize_t varint_size(Py_ssize_t value) {
+    Py_ssize_t size = 1;
+    while (value > 0x7F) {
+        value >>= 7;
+        size++;
+    }
+    return size;
+}
+
+static inline unsigned char *put_header(unsigned char *out, unsigned char tag, Py_ssize_t length) {
+    *out++ = tag;
+    while (length > 0x7F) {
+        *out++ = (unsigned char)((length & 0x7F) | 0x80);
+        length >>= 7;
+    }
+    *out++ = (unsigned char)length;
+    return out;
+}
+
+typedef struct {
+    Py_ssize_t field_start, body_start, body_end, first, count;
+} scope_pos;
+
+typedef struct {
+    Py_ssize_t field_start, body_start, body_end;
+    Py_ssize_t scope_begin, scope_end; /* its scopes in the scope array */
+    Py_ssize_t new_body;               /* its body's size after the edits (-1: not edited) */
+} resource_pos;
+
+static int get_ssize(PyObject *sequence, Py_ssize_t index, Py_ssize_t *out) {
+    PyObject *item = PySequence_Fast_GET_ITEM(sequence, index);
+    *out = PyLong_AsSsize_t(item);
+    return !(*out == -1 && PyErr_Occurred());
+}
+
+/* The new body length of a scope with edits [*k, ...) (those below first + count), or -1. */
+static Py_ssize_t scope_body_size(const scope_pos *sc, PyObject *order, Py_ssize_t k, Py_ssize_t k_end, PyObject *edits,
+                                  const Py_ssize_t *fields, const Py_ssize_t *starts, const Py_ssize_t *ends) {
+    Py_ssize_t size = sc->body_end - sc->body_start;
+    for (Py_ssize_t j = k; j < k_end; j++) {
+        Py_ssize_t index = PyLong_AsSsize_t(PyList_GET_ITEM(order, j));
+        PyObject *extra = PyDict_GetItemWithError(edits, PyList_GET_ITEM(order, j));
+        if (extra == NULL) return -1;
+        size -= ends[index] - fields[index];
+        if (extra != Py_None) {
+            Py_ssize_t span = ends[index] - starts[index] + PyBytes_GET_SIZE(extra);
+            size += 1 + varint_size(span) + span;
+        }
+    }
+    return size;
+}
+
+static unsigned char *write_scope(unsigned char *out, const unsigned char *payload, const scope_pos *sc, PyObject *order,
+                                  Py_ssize_t k, Py_ssize_t k_end, PyObject *edits, const Py_ssize_t *fields,
+                                  const Py_ssize_t *starts, const Py_ssize_t *ends) {
+    Py_ssize_t copied = sc->body_start;
+    for (Py_ssize_t j = k; j < k_end; j++) {
+        Py_ssize_t index = PyLong_AsSsize_t(PyList_GET_ITEM(order, j));
+        PyObject *extra = PyDict_GetItem(edits, PyList_GET_ITEM(order, j));
+        if (copied < fields[index]) {
+            memcpy(out, payload + copied, (size_t)(fields[index] - copied));
+            out += fields[index] - copied;
+        }
+        copied = ends[index];
+        if (extra != Py_None) {
+            Py_ssize_t body = ends[index] - starts[index], extra_size = PyBytes_GET_SIZE(extra);
+            out = put_header(out, 0x12, body + extra_size);
+            memcpy(out, payload + starts[index], (size_t)body);
+            out += body;
+            memcpy(out, PyBytes_AS_STRING(extra), (size_t)extra_size);
+            out += extra_size;
+        }
+    }
+    memcpy(out, payload + copied, (size_t)(sc->body_end - copied));
+    return out + (sc->body_end - copied);
+}
+
+/* rewrite(payload, layout, fields, starts, ends, edits) -> bytes. layout: a list of
+ * (field_start, body_start, body_end, [(field_start, body_start, body_end, first, count)])
+ * per ResourceSpans; edits: span index -> bytes to append, or None to remove. The C twin of
+ * enricher.wire.rewrite (tests hold the two equal). */
+static PyObject *rewrite(PyObject *self, PyObject *args) {
+    Py_buffer payload;
+    PyObject *layout, *fields_list, *starts_list, *ends_list, *edits;
+    if (!PyArg_ParseTuple(args, "y*O!O!O!O!O!", &payload, &PyList_Type, &layout, &PyList_Type, &fields_list,
+                          &PyList_Type, &starts_list, &PyList_Type, &ends_list, &PyDict_Type, &edits))
+        return NULL;
+    PyObject *result = NULL, *order = NULL;
+    Py_ssize_t span_count = PyList_GET_SIZE(fields_list);
+    Py_ssize_t *positions = NULL;
+    resource_pos *resources = NULL;
+    scope_pos *scopes = NULL;
+    Py_ssize_t resource_count = PyList_GET_SIZE(layout), scope_count = 0;
+    if (PyList_GET_SIZE(starts_list) != span_count || PyList_GET_SIZE(ends_list) != span_count) {
+        PyErr_SetString(PyExc_ValueError, "fields, starts and ends differ in length");
+        goto done;
+    }
+    positions = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(3 * span_count + 1));
+    resources = PyMem_Malloc(sizeof(resource_pos) * (size_t)(resource_count + 1));
+    if (positions == NULL || resources == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t *fields = positions, *starts = positions + span_count, *ends = positions + 2 * span_count;
+    for (Py_ssize_t i = 0; i < span_count; i++) {
+        if (!get_ssize(fields_list, i, &fields[i]) || !get_ssize(starts_list, i, &starts[i]) ||
+            !get_ssize(ends_list, i, &ends[i]))
+            goto done;
+        if (fields[i] < 0 || fields[i] > starts[i] || starts[i] > ends[i] || ends[i] > payload.len) {
+            PyErr_SetString(PyExc_ValueError, "span positions out of range");
+            goto done;
+        }
+    }
+    for (Py_ssize_t r = 0; r < resource_count; r++) {
+        PyObject *item = PyList_GET_ITEM(layout, r), *scope_list;
+        if (!PyArg_ParseTuple(item, "nnnO!", &resources[r].field_start, &resources[r].body_start,
+                              &resources[r].body_end, &PyList_Type, &scope_list))
+            goto done;
+        scope_count += PyList_GET_SIZE(scope_list);
+    }
+    scopes = PyMem_Malloc(sizeof(scope_pos) * (size_t)(scope_count + 1));
+    if (scopes == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t r = 0; r < resource_count; r++) {
+        PyObject *scope_list = PyTuple_GET_ITEM(PyList_GET_ITEM(layout, r), 3);
+        resources[r].scope_begin = at;
+        for (Py_ssize_t s = 0; s < PyList_GET_SIZE(scope_list); s++, at++) {
+            scope_pos *sc = &scopes[at];
+            if (!PyArg_ParseTuple(PyList_GET_ITEM(scope_list, s), "nnnnn", &sc->field_start, &sc->body_start,
+                                  &sc->body_end, &sc->first, &sc->count))
+                goto done;
+            if (sc->first < 0 || sc->count < 0 || sc->first + sc->count > span_count || sc->body_end > payload.len) {
+                PyErr_SetString(PyExc_ValueError, "scope out of range");
+                goto done;
+            }
+        }
+        resources[r].scope_end = at;
+    }
+    order = PyDict_Keys(edits);
+    if (order == NULL || PyList_Sort(order) < 0) goto done;
+    Py_ssize_t edit_count = PyList_GET_SIZE(order);
+    for (Py_ssize_t j = 0; j < edit_count; j++) {
+        PyObject *key = PyList_GET_ITEM(order, j), *extra = PyDict_GetItem(edits, key);
+        Py_ssize_t index = PyLong_AsSsize_t(key);
+        if (index == -1 && PyErr_Occurred()) goto done;
+        if (index < 0 || index >= span_count || (extra != Py_None && !PyBytes_Check(extra))) {
+            PyErr_SetString(PyExc_ValueError, "an edit names no span, or is neither bytes nor None");
+            goto done;
+        }
+    }
+
+    /* Pass 1: the new sizes. Pass 2: the bytes. Both walk the resources, their scopes and
+     * the edits in index order (scopes number their spans in order). */
+    const unsigned char *data = payload.buf;
+    Py_ssize_t total = payload.len, k = 0;
+    for (Py_ssize_t r = 0; r < resource_count; r++) {
+        resource_pos *res = &resources[r];
+        Py_ssize_t body = res->body_end - res->body_start, first_k = k;
+        res->new_body = -1;
+        for (Py_ssize_t s = res->scope_begin; s < res->scope_end && k < edit_count; s++) {
+            scope_pos *sc = &scopes[s];
+            Py_ssize_t k_end = k;
+            while (k_end < edit_count && PyLong_AsSsize_t(PyList_GET_ITEM(order, k_end)) < sc->first + sc->count) k_end++;
+            if (k_end == k) continue;
+            Py_ssize_t new_body = scope_body_size(sc, order, k, k_end, edits, fields, starts, ends);
+            if (new_body < 0) goto done;
+            body += 1 + varint_size(new_body) + new_body - (sc->body_end - sc->field_start);
+            k = k_end;
+        }
+        if (k == first_k) continue;
+        res->new_body = body;
+        total += 1 + varint_size(body) + body - (res->body_end - res->field_start);
+    }
+    if (k != edit_count) {
+        PyErr_SetString(PyExc_ValueError, "an edited span is in no scope");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL) goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    Py_ssize_t copied = 0;
+    k = 0;
+    for (Py_ssize_t r = 0; r < resource_count; r++) {
+        resource_pos *res = &resources[r];
+        if (res->new_body < 0) continue;
+        memcpy(out, data + copied, (size_t)(res->field_start - copied));
+        out += res->field_start - copied;
+        out = put_header(out, 0x0A, res->new_body);
+        Py_ssize_t inner = res->body_start;
+        for (Py_ssize_t s = res->scope_begin; s < res->scope_end && k < edit_count; s++) {
+            scope_pos *sc = &scopes[s];
+            Py_ssize_t k_end = k;
+            while (k_end < edit_count && PyLong_AsSsize_t(PyList_GET_ITEM(order, k_end)) < sc->first + sc->count) k_end++;
+            if (k_end == k) continue;
+            Py_ssize_t new_body = scope_body_size(sc, order, k, k_end, edits, fields, starts, ends);
+            memcpy(out, data + inner, (size_t)(sc->field_start - inner));
+            out += sc->field_start - inner;
+            out = put_header(out, 0x12, new_body);
+            out = write_scope(out, data, sc, order, k, k_end, edits, fields, starts, ends);
+            inner = sc->body_end;
+            k = k_end;
+        }
+        memcpy(out, data + inner, (size_t)(res->body_end - inner));
+        out += res->body_end - inner;
+        copied = res->body_end;
+    }
+    memcpy(out, data + copied, (size_t)(payload.len - copied));
+    out += payload.len - copied;
+    if (out - (unsigned char *)PyBytes_AS_STRING(result) != total) {
+        Py_CLEAR(result);
+        PyErr_SetString(PyExc_SystemError, "rewrite size mismatch");
+    }
+done:
+    Py_XDECREF(order);
+    PyMem_Free(positions);
+    PyMem_Free(resources);
+    PyMem_Free(scopes);
+    PyBuffer_Release(&payload);
+    return result;
+}
+
 /* ---- the module ------------------------------------------------------------------------- */
 
 static void free_schema(PyObject *capsule) {
@@ -610,6 +836,8 @@ done:
 
 static PyMethodDef methods[] = {
     {"compile_schema", compile_schema, METH_VARARGS, "compile_schema(messages, roles) -> schema capsule"},
+    {"rewrite", rewrite, METH_VARARGS,
+     "rewrite(payload, layout, fields, starts, ends, edits) -> the payload with spans removed or appended to"},
     {"scan", scan, METH_VARARGS,
      "scan(payload, schema, keys) -> (resources, ids, fields, starts, ends, hits, links), or None to decline"},
     {NULL, NULL, 0, NULL},

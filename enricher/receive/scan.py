@@ -77,6 +77,18 @@ class ScannedRequest:
     def span_bytes(self, index: int) -> bytes:
         return self.payload[self.starts[index]:self.ends[index]]
 
+    def rewrite(self, edits: wire.Edits) -> bytes:
+        """The payload with ``edits`` applied (span index -> bytes to append, or None to
+        remove the span): in C when built, else ``wire.rewrite`` (the same bytes)."""
+        if _wirescan is None:
+            return wire.rewrite(self.payload, self.resources, self.fields, self.starts, self.ends, edits)
+        layout = [
+            (r.field_start, r.body_start, r.body_end, [(s.field_start, s.body_start, s.body_end, s.first, s.count)
+                                                        for s in r.scopes])
+            for r in self.resources
+        ]
+        return _wirescan.rewrite(self.payload, layout, self.fields, self.starts, self.ends, edits)
+
 
 # Field kinds, as _wirescan.c numbers them.
 _VARINT, _FIXED64, _FIXED32, _STRING, _BYTES, _MESSAGE, _DECLINE = 1, 2, 3, 4, 5, 6, 7
