@@ -10,7 +10,11 @@ Every target runs in its own process and gets the same requests of 512 realistic
     .venv/bin/pip install 'rotel==0.0.1a15'      # or: pip install -e '.[bench]'
     .venv/bin/python bench/compare_collectors.py --requests 400 --rounds 2
 
-Prints one line per target and round: spans/s, p50/p99 Export latency, the target's RSS.
+Prints one line per target and round: spans/s, p50/p99 Export latency, the target's RSS, and
+the target's CPU time per request (user + system, all its threads: on this 2-core machine the
+targets are CPU-bound, so this says where the spans/s go). ``--compression none`` makes both
+forwarders send uncompressed, to separate the cost of gzip (grpc's, in the enricher) from the
+rest.
 """
 
 from __future__ import annotations
@@ -35,9 +39,18 @@ def start_sink(port: int) -> subprocess.Popen:
                              f"from bench.enricher_throughput import run_null_sink; run_null_sink({port})"])
 
 
+COMPRESSION = "gzip"  # of what the targets forward; set from --compression
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_enricher(grpc_port: int, sink_port: int) -> subprocess.Popen:
     data = Path(tempfile.mkdtemp(prefix="agentmon-bench-"))
-    env = {**os.environ, "AGENTMON_DATA_DIR": str(data), "AGENTMON_LOG_LEVEL": "warning"}
+    env = {**os.environ, "AGENTMON_DATA_DIR": str(data), "AGENTMON_LOG_LEVEL": "warning",
+           "AGENTMON_OTLP_FORWARD_COMPRESSION": COMPRESSION}
     subprocess.run([sys.executable, "-m", "agentmon.cli", "migrate"], env=env, check=True, capture_output=True)
     return subprocess.Popen(
         [sys.executable, "-m", "agentmon.cli", "enricher", "--grpc-port", str(grpc_port),
@@ -56,7 +69,7 @@ def start_rotel(grpc_port: int, sink_port: int) -> subprocess.Popen:
     return subprocess.Popen(
         [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
          "--otlp-http-endpoint", f"127.0.0.1:{free_port()}", "--exporter", "otlp",
-         "--otlp-exporter-endpoint", f"http://127.0.0.1:{sink_port}", "--otlp-exporter-compression", "gzip"],
+         "--otlp-exporter-endpoint", f"http://127.0.0.1:{sink_port}", "--otlp-exporter-compression", COMPRESSION],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -76,7 +89,9 @@ def run(target: str, payloads: list[bytes], inflight: int, spans: int) -> dict:
         wait_port(grpc_port)
         time.sleep(0.5)
         load(grpc_port, payloads[:20], inflight, spans)  # warm-up: connections, caches, agents
+        cpu_before = cpu_seconds(process.pid)
         result = load(grpc_port, payloads, inflight, spans)
+        result["cpu_ms_per_request"] = (cpu_seconds(process.pid) - cpu_before) / len(payloads) * 1000
         result["rss_mb"] = rss_mb(process.pid)
         return result
     finally:
@@ -95,7 +110,10 @@ def main() -> None:
     parser.add_argument("--inflight", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--targets", default="enricher,rotel,null")
+    parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
     args = parser.parse_args()
+    global COMPRESSION
+    COMPRESSION = args.compression
     payloads = make_requests(args.requests, args.spans)
     for round_number in range(1, args.rounds + 1):
         for target in args.targets.split(","):
