@@ -99,6 +99,25 @@ static int valid_utf8(const unsigned char *s, size_t n) {
     return 1;
 }
 
+/* A tag or a length: upb reads them as varints of at most 5 bytes (32 bits) and refuses
+ * longer encodings, though a varint value may take 10. Longer ones are declined here. */
+static inline int read_varint32(const unsigned char **p, const unsigned char *end, uint64_t *out) {
+    const unsigned char *q = *p;
+    uint64_t value = 0;
+    for (int i = 0; i < 5; i++) {
+        if (q >= end) return 0;
+        unsigned char byte = *q++;
+        if (i == 4 && byte > 0x0F) return 0; /* more than 32 bits */
+        value |= (uint64_t)(byte & 0x7F) << (7 * i);
+        if (byte < 0x80) {
+            *p = q;
+            *out = value;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* One field: its number, wire type and value. For length-delimited fields the value is
  * [value, value_end); for others value_end is where the field ends. */
 typedef struct {
@@ -110,7 +129,7 @@ typedef struct {
 
 static int next_field(const unsigned char **p, const unsigned char *end, field *f) {
     uint64_t tag, length;
-    if (!read_varint(p, end, &tag)) return 0;
+    if (!read_varint32(p, end, &tag)) return 0;
     if ((tag >> 3) == 0 || (tag >> 3) > 536870911) return 0;
     f->number = (uint32_t)(tag >> 3);
     f->wire_type = (int)(tag & 7);
@@ -126,7 +145,7 @@ static int next_field(const unsigned char **p, const unsigned char *end, field *
         q += 8;
         break;
     case 2:
-        if (!read_varint(&q, end, &length)) return 0;
+        if (!read_varint32(&q, end, &length) || length > 0x7FFFFFFF) return 0;
         if ((uint64_t)(end - q) < length) return 0;
         f->value = q;
         q += length;
@@ -206,22 +225,24 @@ static int append_offset(PyObject *list, Py_ssize_t offset) {
     return result;
 }
 
-/* The bitmask of ``keys`` that a KeyValue's key (field 1) equals; 0 for none. */
+/* The bit of the key in ``keys`` that a KeyValue's key (field 1; the last one counts, as
+ * in upb) equals; 0 for none. */
 static uint64_t key_hits(const walk *w, const unsigned char *p, const unsigned char *end) {
-    uint64_t mask = 0;
+    const unsigned char *key = NULL;
+    Py_ssize_t length = 0;
     field f;
     while (p < end) {
-        if (!next_field(&p, end, &f)) return mask;
-        if (f.number != 1 || f.wire_type != 2) continue;
-        Py_ssize_t length = f.value_end - f.value;
-        for (int k = 0; k < w->key_count; k++) {
-            if (w->key_lengths[k] == length && memcmp(w->keys[k], f.value, (size_t)length) == 0) {
-                mask |= (uint64_t)1 << k;
-                break;
-            }
+        if (!next_field(&p, end, &f)) return 0;
+        if (f.number == 1 && f.wire_type == 2) {
+            key = f.value;
+            length = f.value_end - f.value;
         }
     }
-    return mask;
+    if (key == NULL) return 0;
+    for (int k = 0; k < w->key_count; k++) {
+        if (w->key_lengths[k] == length && memcmp(w->keys[k], key, (size_t)length) == 0) return (uint64_t)1 << k;
+    }
+    return 0;
 }
 
 /* The first link's trace id, or NULL with *bad set when a link id has a wrong length. */
