@@ -28,12 +28,85 @@ from typing import Any
 from enricher.agents import AgentRef
 from enricher.metrics import EnricherMetrics
 
+try:  # the per-span loops in C (enricher/_ancestry.c); the Python ones below do the same
+    from enricher import _ancestry
+except ImportError:  # built without a C compiler
+    _ancestry = None
+
 PENDING: Any = object()
 MAX_CHAIN = 128
-_CHAIN = range(MAX_CHAIN)
 _NO_AGENTS: dict = {}  # shared by every _Trace without agents: never written to
 MAX_PARENTS_PER_TRACE = 20_000
 MAX_GROUPS = 10_000
+_AT_ROOT: Any = object()  # walk_owners: the ancestry reached the root without an agent
+
+
+# ---- the per-span loops, one run of spans of one trace at a time -------------------------
+# Python versions of enricher/_ancestry.c's functions, used when it is not built.
+
+
+def _trace_runs_py(ids: list[tuple[bytes, bytes, bytes]]) -> list[int]:
+    """[start, end, start, end, ...] of the runs of consecutive spans of one trace."""
+    runs: list[int] = []
+    last = None
+    for index, (trace_id, _, _) in enumerate(ids):
+        if trace_id != last or not runs:
+            if runs:
+                runs.append(index)
+            runs.append(index)
+            last = trace_id
+    if runs:
+        runs.append(len(ids))
+    return runs
+
+
+def _record_parents_py(ids, start: int, end: int, parents: dict[bytes, bytes], cap: int) -> bool:
+    """Each span's parent into ``parents`` while it holds fewer than ``cap``; whether a root came."""
+    root = False
+    for _, span_id, parent_id in ids[start:end]:
+        if len(parents) < cap:
+            parents[span_id] = parent_id
+        if not parent_id:
+            root = True
+    return root
+
+
+def _walk_owners_py(ids, start: int, end: int, parents, agents, pending, at_root, max_chain: int):
+    """(owners, pending indexes, at-root indexes) of a run: each span's nearest agent at or
+    above it, else ``at_root`` if its ancestry reaches the root, else ``pending`` (a gap, or a
+    chain longer than max_chain). At-root indexes are listed only when ``at_root`` is not None."""
+    owners: list[Any] = []
+    waiting: list[int] = []
+    roots: list[int] = []
+    chain = range(max_chain)
+    for index in range(start, end):
+        owner = pending
+        current = ids[index][1]
+        for _ in chain:
+            if agents:
+                agent = agents.get(current)
+                if agent is not None:
+                    owner = agent
+                    break
+            parent = parents.get(current)
+            if parent is None:
+                break  # a gap: that ancestor has not arrived
+            if not parent:
+                owner = at_root
+                break
+            current = parent
+        owners.append(owner)
+        if owner is pending:
+            waiting.append(index)
+        elif owner is at_root and at_root is not None:
+            roots.append(index)
+    return owners, waiting, roots
+
+
+if _ancestry is not None:
+    _trace_runs, _record_parents, _walk_owners = _ancestry.trace_runs, _ancestry.record_parents, _ancestry.walk_owners
+else:
+    _trace_runs, _record_parents, _walk_owners = _trace_runs_py, _record_parents_py, _walk_owners_py
 
 
 @dataclass(slots=True)
@@ -154,21 +227,18 @@ class TraceAttributor:
         agents, groups = batch.agents, batch.groups
         touched: dict[bytes, _Trace] = {}
         new_groups: list[str] = []
-        # Every span's parent, in span order (the order traces are created and evicted in).
-        trace = None
-        last_trace_id = None
-        for trace_id, span_id, parent_id in ids:
-            if trace_id != last_trace_id:  # spans of a trace usually come together
-                trace = touched.get(trace_id)
-                if trace is None:
-                    trace = self._trace(trace_id, now)
-                    trace.outermost = None
-                    touched[trace_id] = trace
-                last_trace_id = trace_id
-            parents = trace.parents
-            if len(parents) < MAX_PARENTS_PER_TRACE:
-                parents[span_id] = parent_id
-            if not parent_id:
+        # Every span's parent, in span order (the order traces are created and evicted in),
+        # a run of spans of one trace at a time: spans of a trace usually come together.
+        bounds = _trace_runs(ids)
+        runs = list(zip(bounds[::2], bounds[1::2]))
+        for start, end in runs:
+            trace_id = ids[start][0]
+            trace = touched.get(trace_id)
+            if trace is None:
+                trace = self._trace(trace_id, now)
+                trace.outermost = None
+                touched[trace_id] = trace
+            if _record_parents(ids, start, end, trace.parents, MAX_PARENTS_PER_TRACE):
                 trace.root_seen = True
         # What the few spans with more than ids tell their traces, in span order too.
         if agents or groups or batch.linked:
@@ -198,35 +268,25 @@ class TraceAttributor:
 
         owners: list[Any] = []
         held: dict[int, SpanRecord] = {}
-        last_trace_id = None
-        for index, (trace_id, span_id, parent_id) in enumerate(ids):
-            if trace_id != last_trace_id:
-                trace = touched[trace_id]
-                last_trace_id = trace_id
-                trace_agents, parents = trace.agents, trace.parents
-                # No agent, link or group: no agent can be above any of its spans.
-                simple = not trace_agents and trace.linked is None and trace.group is None
-            # self._owner(trace, span_id), inline: most chains are one or two spans long.
-            owner = PENDING  # a gap in the ancestry, or a chain longer than MAX_CHAIN
-            current = span_id
-            for _ in _CHAIN:
-                if not simple:
-                    agent = trace_agents.get(current)
-                    if agent is not None:
-                        owner = agent
-                        break
-                parent = parents.get(current)
-                if parent is None:
-                    break  # a gap: that ancestor has not arrived
-                if not parent:  # the root, and no agent on the way
-                    owner = None if simple else self._owner_above_agents(trace)
-                    break
-                current = parent
-            owners.append(owner)
-            if owner is PENDING:
+        for start, end in runs:
+            trace = touched[ids[start][0]]
+            # No agent, link or group: no agent can be above any of its spans.
+            simple = not trace.agents and trace.linked is None and trace.group is None
+            run_owners, waiting, at_root = _walk_owners(
+                ids, start, end, trace.parents, trace.agents, PENDING, None if simple else _AT_ROOT, MAX_CHAIN
+            )
+            if at_root:  # spans above or beside the agents, or of a trace without any
+                above = self._owner_above_agents(trace)
+                for index in at_root:
+                    run_owners[index - start] = above
+                if above is PENDING:
+                    waiting = sorted(waiting + at_root)
+            owners += run_owners
+            for index in waiting:
                 if records is not None:
                     record = records[index]
                 else:
+                    trace_id, span_id, parent_id = ids[index]
                     record = SpanRecord(
                         trace_id, span_id, parent_id, agents.get(index), batch.linked.get(index),
                         groups.get(index), agent_from_resource=index in batch.from_resource,

@@ -2,12 +2,19 @@
 SpanRecords (process) exactly as the attributor did before columns: the pre-change code is
 kept as a reference model (attribute_reference.py), and random sequences of requests, with
 agents, links, resource groups, holds, expiry, eviction and shutdown, must give the same
-decisions, run roots, held spans and counters in all three."""
+decisions, run roots, held spans and counters in all three. Run twice: with the per-span loops
+in C (enricher/_ancestry.c, as built) and in Python (the fallback without a compiler)."""
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from enricher import attribute
 
 from enricher.agents import AgentRef
 from enricher.attribute import PENDING, SpanBatch, SpanRecord, TraceAttributor
@@ -59,13 +66,36 @@ def _counters(metrics: EnricherMetrics) -> dict:
     }
 
 
+@contextmanager
+def loops(implementation: str):
+    """The attributor's per-span loops in C (enricher/_ancestry.c) or in Python."""
+    saved = attribute._trace_runs, attribute._record_parents, attribute._walk_owners
+    if implementation == "python":
+        attribute._trace_runs, attribute._record_parents, attribute._walk_owners = (
+            attribute._trace_runs_py, attribute._record_parents_py, attribute._walk_owners_py)
+    elif attribute._ancestry is None:
+        if os.environ.get("CI"):
+            pytest.fail("the C attribution loops are not built (enricher/_ancestry.c; no C compiler?)")
+        pytest.skip("the C attribution loops are not built (no C compiler?)")
+    try:
+        yield
+    finally:
+        attribute._trace_runs, attribute._record_parents, attribute._walk_owners = saved
+
+
+@pytest.mark.parametrize("implementation", ["c", "python"])
+def test_columns_records_and_the_reference_decide_alike(implementation: str) -> None:
+    with loops(implementation):
+        _decide_alike()
+
+
 @settings(max_examples=400, deadline=None)
 @given(
     steps=st.lists(step, min_size=1, max_size=8),
     hold_max=st.sampled_from([3, 200_000]),
     max_traces=st.sampled_from([3, 200_000]),
 )
-def test_columns_records_and_the_reference_decide_alike(steps, hold_max, max_traces) -> None:
+def _decide_alike(steps, hold_max, max_traces) -> None:
     options = {"hold_seconds": 10.0, "hold_max_spans": hold_max, "max_traces": max_traces}
     clocks = [Clock(), Clock(), Clock()]
     metrics = [EnricherMetrics(), EnricherMetrics(), EnricherMetrics()]
