@@ -33,9 +33,10 @@ import logging
 import queue
 import threading
 import time
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
 from itertools import compress
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -66,8 +67,20 @@ _PIPELINE_KEYS = frozenset((RUN_ANNOUNCE_KEY, *STAMP_KEYS))
 
 
 def scanner_for(rules: RuleSet, *, native: bool = True) -> RequestScanner:
-    """The request scanner that finds every span this pipeline must read with these rules."""
-    return RequestScanner(rules.scan_keys | _PIPELINE_KEYS, native=native)
+    """The request scanner that finds every span this pipeline must read with these rules.
+    When it can also look for every key the rules' answers depend on, it fingerprints the
+    spans it finds, and the pipeline remembers its answers per fingerprint (``_read_scope``)."""
+    needed = rules.scan_keys | _PIPELINE_KEYS
+    outcome_keys = rules.outcome_keys
+    if outcome_keys is not None and len(needed | outcome_keys) <= RequestScanner.MAX_KEYS:
+        return RequestScanner(needed | outcome_keys, native=native, fingerprints=True)
+    return RequestScanner(needed, native=native)
+
+
+# What the rules say of one span: (identification, whether it is its resource's, the trace it
+# names as its parent (hex), the stamp attributes it carries, whether it is a run announcement).
+_Outcome = tuple[Any, bool, "str | None", "dict | None", bool]
+_MAX_OUTCOMES = 10_000
 
 
 class _ResourceInfo:
@@ -253,6 +266,8 @@ class Pipeline:
         self._worker: threading.Thread | None = None
         self._stopping = threading.Event()
         self._masks: dict[frozenset[str], int] = {}  # a ScopeFilter's keys -> their scanner hit bits
+        # (id(ScopeFilter), resource match, span fingerprint) -> (the ScopeFilter, its outcome).
+        self._outcomes: dict[tuple, tuple[object, _Outcome]] = {}
 
     # ---- receiving (any thread) -----------------------------------------------------
 
@@ -395,11 +410,12 @@ class Pipeline:
         Only spans that carry a key some rule looks at get their attributes read
         (``_read_scope``); the request is edited as bytes (``enricher.wire``)."""
         spans = _RequestSpans(scanned.ids)
+        hit_spans = sorted(scanned.hits)  # already in order from the C scan: sorting is a check
         for resource_scan in scanned.resources:
             resource = _ResourceInfo(self._rules, self._directory, resource_scan.resource)
             for scope in resource_scan.scopes:
                 if scope.count:
-                    self._read_scope(spans, scanned, resource, scope)
+                    self._read_scope(spans, scanned, hit_spans, resource, scope)
         self._follow_links(spans, scanned)
         span_total = scanned.span_count
         announcements = len(spans.announcements)
@@ -466,7 +482,10 @@ class Pipeline:
         tally.dropped += dropped
         tally.passed += owners.count(None)
 
-    def _read_scope(self, spans: _RequestSpans, scanned: ScannedRequest, resource: _ResourceInfo, scope: ScopeScan) -> None:
+    def _read_scope(
+        self, spans: _RequestSpans, scanned: ScannedRequest, hit_spans: list[int], resource: _ResourceInfo,
+        scope: ScopeScan,
+    ) -> None:
         """Give one ScopeSpans' spans their identities.
 
         A span that carries none of the keys that the rules, announcements and existing stamps
@@ -479,11 +498,28 @@ class Pipeline:
         if mask is None:
             candidates: Iterable[int] = range(first, first + count)
         else:
-            end = first + count
-            candidates = sorted(index for index, hits in scanned.hits.items() if first <= index < end and hits & mask)
+            # This scope's spans with hits: a slice of the request's, found by bisection.
+            hits = scanned.hits
+            scope_hits = hit_spans[bisect_left(hit_spans, first):bisect_left(hit_spans, first + count)]
+            candidates = [index for index in scope_hits if hits[index] & mask]
+        fingerprints, outcomes = scanned.fingerprints, self._outcomes
         for index in candidates:
+            fingerprint = fingerprints.get(index)
+            if fingerprint is not None:
+                # The rules' answer is a function of the fingerprint here: most agent spans
+                # repeat one of a few, and are then neither parsed nor tried against the rules.
+                key = (id(scope_filter), resource.match, fingerprint)
+                known = outcomes.get(key)
+                if known is not None and known[0] is scope_filter:
+                    self._apply_outcome(spans, index, known[1])
+                    continue
             name, attrs = span_name_and_attributes(scanned.span_bytes(index))
-            self._read_span(spans, index, resource, scope_filter, SpanView(attrs, resource.attrs, name, scope.name))
+            outcome = self._span_outcome(resource, scope_filter, SpanView(attrs, resource.attrs, name, scope.name))
+            if fingerprint is not None:
+                if len(outcomes) >= _MAX_OUTCOMES:  # fingerprints come from spans: bounded memory
+                    outcomes.clear()
+                outcomes[key] = (scope_filter, outcome)
+            self._apply_outcome(spans, index, outcome)
 
     def _mask(self, rule_keys: frozenset[str] | None) -> int | None:
         """The scanner's hit bits for a scope filter's keys and the pipeline's own; None when
@@ -506,25 +542,34 @@ class Pipeline:
             if index not in linked and knows(trace_id):
                 linked[index] = trace_id
 
-    def _read_span(self, spans: _RequestSpans, index: int, resource: _ResourceInfo, scope, view: SpanView) -> None:
+    def _span_outcome(self, resource: _ResourceInfo, scope_filter, view: SpanView) -> _Outcome:
         """The full treatment: every rule tried on the span's attributes."""
         rules = self._rules
         try:
-            found = rules.identify_span(view, resource.match, scope)
+            found = rules.identify_span(view, resource.match, scope_filter)
             from_resource = resource.match is not None and found is resource.match[1]
-            agent = self._directory.resolve(found) if found is not None else None
             linked = rules.parent_trace_id(view)
         except Exception:  # hostile attribute values: this span names no agent
             log.warning("identity rules failed on span %r", view.span_name, exc_info=True)
-            agent, linked, from_resource = None, None, False
+            found, linked, from_resource = None, None, False
+        attrs = view.span_attrs
+        return found, from_resource, linked, existing_stamp(attrs), RUN_ANNOUNCE_KEY in attrs
+
+    def _apply_outcome(self, spans: _RequestSpans, index: int, outcome: _Outcome) -> None:
+        found, from_resource, linked, existing, announcement = outcome
+        agent = None
+        if found is not None:
+            try:
+                agent = self._directory.resolve(found)
+            except Exception:
+                log.warning("cannot resolve the agent of a span", exc_info=True)
+                from_resource, linked = False, None
         spans.set_identity(index, agent, from_resource)
         if linked:
             spans.batch.linked[index] = bytes.fromhex(linked)
-        attrs = view.span_attrs
-        existing = existing_stamp(attrs)
         if existing is not None:
             spans.existing[index] = existing
-        if RUN_ANNOUNCE_KEY in attrs:
+        if announcement:
             spans.announcements.add(index)
 
     def _stamp_decision(

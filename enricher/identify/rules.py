@@ -460,11 +460,21 @@ class RuleSet:
             frozenset(s.key for s in parent_trace_id) if only_span_attributes else frozenset()
         )
         self._prefilter = _prefilter(self._span_rules, self.parent_trace_keys if only_span_attributes else None)
+        self._parent_trace_on_span = only_span_attributes
         # What identify_span's answer can depend on, besides the scope's name and resource.
         self._read_span_keys, self._read_resource_keys, self._reads_span_name = _read_by(
             [rule for _, rule in self._span_rules], default_project
         )
         self._scope_filters: dict[tuple, ScopeFilter] = {}
+
+    @property
+    def outcome_keys(self) -> frozenset[str] | None:
+        """The span attribute keys that, with the span's ScopeFilter, its resource's match and
+        its name, decide everything ``identify_span`` and ``parent_trace_id`` say of it; None
+        when a parent_trace_id source reads something else (then no such set exists)."""
+        if not self._parent_trace_on_span:
+            return None
+        return self._read_span_keys | self.parent_trace_keys
 
     @property
     def scan_keys(self) -> frozenset[str]:

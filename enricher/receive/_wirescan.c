@@ -212,8 +212,10 @@ typedef struct {
     const unsigned char **keys;
     Py_ssize_t *key_lengths;
     int key_count;
+    uint64_t keys_of_length[256]; /* by key length: the bits of the keys that long (0 above 255) */
     PyObject *empty;            /* b"", shared by every root span's parent id */
     PyObject *ids, *fields, *starts, *ends, *hits, *links;
+    PyObject *fingerprints; /* NULL unless asked for */
     Py_ssize_t span_count;
 } walk;
 
@@ -239,8 +241,15 @@ static uint64_t key_hits(const walk *w, const unsigned char *p, const unsigned c
         }
     }
     if (key == NULL) return 0;
-    for (int k = 0; k < w->key_count; k++) {
-        if (w->key_lengths[k] == length && memcmp(w->keys[k], key, (size_t)length) == 0) return (uint64_t)1 << k;
+    uint64_t candidates = length < 256 ? w->keys_of_length[length] : 0;
+    if (length >= 256) {
+        for (int k = 0; k < w->key_count; k++)
+            if (w->key_lengths[k] == length) candidates |= (uint64_t)1 << k;
+    }
+    while (candidates) {
+        int k = __builtin_ctzll(candidates);
+        candidates &= candidates - 1;
+        if (memcmp(w->keys[k], key, (size_t)length) == 0) return (uint64_t)1 << k;
     }
     return 0;
 }
@@ -266,17 +275,50 @@ static int link_ids_ok(const unsigned char *p, const unsigned char *end, const u
     return 1;
 }
 
+#define MAX_FINGERPRINT_PARTS 32
+
+/* A span's fingerprint: its name, then the attribute fields (as sent) whose keys are scanned
+ * for, in order. Spans with equal fingerprints in one scope are the same to the rules. */
+static PyObject *fingerprint(const unsigned char *name, Py_ssize_t name_length, const unsigned char **parts,
+                             const Py_ssize_t *lengths, int count) {
+    Py_ssize_t size = 5 + name_length;
+    for (int i = 0; i < count; i++) size += lengths[i];
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out == NULL) return NULL;
+    unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
+    /* The name's length as four fixed bytes and a separator: no name can run into a part. */
+    q[0] = (unsigned char)(name_length >> 24);
+    q[1] = (unsigned char)(name_length >> 16);
+    q[2] = (unsigned char)(name_length >> 8);
+    q[3] = (unsigned char)name_length;
+    q[4] = 0;
+    q += 5;
+    if (name_length) memcpy(q, name, (size_t)name_length);
+    q += name_length;
+    for (int i = 0; i < count; i++) {
+        memcpy(q, parts[i], (size_t)lengths[i]);
+        q += lengths[i];
+    }
+    return out;
+}
+
 /* One Span: validated, its ids, its key hits and its first link. 1 ok, 0 decline, -1 error. */
 static int walk_span(walk *w, const unsigned char *p, const unsigned char *end) {
     const schema *sc = w->sc;
     const unsigned char *trace = NULL, *span = NULL, *parent = NULL;
     Py_ssize_t parent_length = 0;
     uint64_t mask = 0;
+    const unsigned char *name = NULL;
+    Py_ssize_t name_length = 0;
+    const unsigned char *parts[MAX_FINGERPRINT_PARTS];
+    Py_ssize_t part_lengths[MAX_FINGERPRINT_PARTS];
+    int part_count = 0, too_many_parts = 0;
     const unsigned char *link_trace = NULL;
     Py_ssize_t link_trace_length = 0;
     int links = 0;
     field f;
     while (p < end) {
+        const unsigned char *at = p;
         if (!next_field(&p, end, &f)) return 0;
         Py_ssize_t n = f.value_end - f.value;
         switch (f.number) {
@@ -293,9 +335,25 @@ static int walk_span(walk *w, const unsigned char *p, const unsigned char *end) 
             parent = f.value;
             parent_length = n;
             continue;
+        case 5:
+            if (!validate_field(sc, sc->span, &f, 4)) return 0;
+            name = f.value; /* the last one counts, as in upb */
+            name_length = n;
+            continue;
         case 9:
             if (!validate_field(sc, sc->span, &f, 4)) return 0;
-            if (w->key_count) mask |= key_hits(w, f.value, f.value_end);
+            if (w->key_count) {
+                uint64_t bit = key_hits(w, f.value, f.value_end);
+                if (bit) {
+                    mask |= bit;
+                    if (part_count < MAX_FINGERPRINT_PARTS) {
+                        parts[part_count] = at;
+                        part_lengths[part_count++] = f.value_end - at;
+                    } else {
+                        too_many_parts = 1;
+                    }
+                }
+            }
             continue;
         case 13: {
             if (!validate_field(sc, sc->span, &f, 4)) return 0;
@@ -339,7 +397,16 @@ static int walk_span(walk *w, const unsigned char *p, const unsigned char *end) 
             Py_XDECREF(key); Py_XDECREF(value);
             return -1;
         }
-        Py_DECREF(key); Py_DECREF(value);
+        Py_DECREF(value);
+        if (w->fingerprints != NULL && !too_many_parts) {
+            value = fingerprint(name, name_length, parts, part_lengths, part_count);
+            if (value == NULL || PyDict_SetItem(w->fingerprints, key, value) < 0) {
+                Py_DECREF(key); Py_XDECREF(value);
+                return -1;
+            }
+            Py_DECREF(value);
+        }
+        Py_DECREF(key);
     }
     if (links) {
         PyObject *key = PyLong_FromSsize_t(index);
@@ -776,11 +843,14 @@ error:
     return NULL;
 }
 
-/* scan(payload, schema, keys) -> (resources, ids, fields, starts, ends, hits, links) or None. */
+/* scan(payload, schema, keys[, fingerprints]) -> (resources, ids, fields, starts, ends, hits,
+ * links, fingerprints or None), or None to decline. fingerprints: span -> its fingerprint, for
+ * the spans with hits (and at most MAX_FINGERPRINT_PARTS of them). */
 static PyObject *scan(PyObject *self, PyObject *args) {
     Py_buffer payload;
     PyObject *capsule, *keys;
-    if (!PyArg_ParseTuple(args, "y*OO!", &payload, &capsule, &PyTuple_Type, &keys)) return NULL;
+    int want_fingerprints = 0;
+    if (!PyArg_ParseTuple(args, "y*OO!|p", &payload, &capsule, &PyTuple_Type, &keys, &want_fingerprints)) return NULL;
     PyObject *result = NULL, *resources = NULL;
     const schema *sc = PyCapsule_GetPointer(capsule, "agentmon.wirescan.schema");
     walk w;
@@ -807,6 +877,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     w.keys = key_bytes;
     w.key_lengths = key_lengths;
     w.key_count = (int)key_count;
+    for (Py_ssize_t k = 0; k < key_count; k++)
+        if (key_lengths[k] < 256) w.keys_of_length[key_lengths[k]] |= (uint64_t)1 << k;
     w.empty = PyBytes_FromStringAndSize(NULL, 0);
     w.ids = PyList_New(0);
     w.fields = PyList_New(0);
@@ -814,8 +886,11 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     w.ends = PyList_New(0);
     w.hits = PyDict_New();
     w.links = PyDict_New();
+    w.fingerprints = want_fingerprints ? PyDict_New() : NULL;
     resources = PyList_New(0);
-    if (!w.empty || !w.ids || !w.fields || !w.starts || !w.ends || !w.hits || !w.links || !resources) goto done;
+    if (!w.empty || !w.ids || !w.fields || !w.starts || !w.ends || !w.hits || !w.links || !resources ||
+        (want_fingerprints && !w.fingerprints))
+        goto done;
 
     const unsigned char *p = payload.buf, *end = p + payload.len;
     field f;
@@ -837,7 +912,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
             goto decline;
         }
     }
-    result = PyTuple_Pack(7, resources, w.ids, w.fields, w.starts, w.ends, w.hits, w.links);
+    result = PyTuple_Pack(8, resources, w.ids, w.fields, w.starts, w.ends, w.hits, w.links,
+                          w.fingerprints ? w.fingerprints : Py_None);
     goto done;
 decline:
     result = Py_None;
@@ -851,6 +927,7 @@ done:
     Py_XDECREF(w.ends);
     Py_XDECREF(w.hits);
     Py_XDECREF(w.links);
+    Py_XDECREF(w.fingerprints);
     PyBuffer_Release(&payload);
     return result;
 }
@@ -860,7 +937,7 @@ static PyMethodDef methods[] = {
     {"rewrite", rewrite, METH_VARARGS,
      "rewrite(payload, layout, fields, starts, ends, edits) -> the payload with spans removed or appended to"},
     {"scan", scan, METH_VARARGS,
-     "scan(payload, schema, keys) -> (resources, ids, fields, starts, ends, hits, links), or None to decline"},
+     "scan(payload, schema, keys[, fingerprints]) -> (resources, ids, fields, starts, ends, hits, links, fingerprints), or None to decline"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -69,6 +69,9 @@ class ScannedRequest:
     ends: list[int]
     hits: dict[int, int]  # span -> bitmask of the scanner's keys among its attribute keys
     links: dict[int, bytes]  # span -> its first link's trace id, for the spans with links
+    # span -> its name and the attribute fields (as sent) whose keys the scanner looks for: spans
+    # of a scope with equal fingerprints are the same to the rules. C path, when asked for, only.
+    fingerprints: dict[int, bytes] = field(default_factory=dict, compare=False)
 
     @property
     def span_count(self) -> int:
@@ -145,13 +148,14 @@ class RequestScanner:
 
     MAX_KEYS = 62
 
-    def __init__(self, keys: Iterable[str], *, native: bool = True) -> None:
+    def __init__(self, keys: Iterable[str], *, native: bool = True, fingerprints: bool = False) -> None:
         self.keys: tuple[str, ...] = tuple(sorted(set(keys)))
         if len(self.keys) > self.MAX_KEYS:
             raise ValueError(f"at most {self.MAX_KEYS} attribute keys can be scanned for")
         self._key_bits = {key: 1 << bit for bit, key in enumerate(self.keys)}
         self._encoded_keys = tuple(key.encode() for key in self.keys)
         self._schema = _schema() if native and _wirescan is not None else None
+        self._fingerprints = fingerprints
         self.declined = 0  # requests the C pass left to the Python path (counted, not locked: a gauge of health)
 
     @property
@@ -168,13 +172,13 @@ class RequestScanner:
     def scan(self, payload: bytes) -> ScannedRequest:
         """The scanned request, or InvalidPayload saying what is wrong with it."""
         if self._schema is not None:
-            found = _wirescan.scan(payload, self._schema, self._encoded_keys)
+            found = _wirescan.scan(payload, self._schema, self._encoded_keys, self._fingerprints)
             if found is not None:
-                resources, ids, fields, starts, ends, hits, links = found
+                resources, ids, fields, starts, ends, hits, links, fingerprints = found
                 return ScannedRequest(
                     payload,
                     [ResourceScan(*resource[:5], [ScopeScan(*scope) for scope in resource[5]]) for resource in resources],
-                    ids, fields, starts, ends, hits, links,
+                    ids, fields, starts, ends, hits, links, fingerprints or {},
                 )
             self.declined += 1
         return self.scan_decoded(payload)
