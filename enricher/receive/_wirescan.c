@@ -14,6 +14,10 @@
  * So this file never has to decide that a request is invalid, only that it is certainly
  * valid: every field is checked against the message schema that Python builds from the
  * installed protobuf descriptors (compile_schema), the same knowledge upb has.
+ *
+ * The walk runs without the GIL (for requests of 4 KiB and more): it only records offsets
+ * into C arrays, and the Python objects are made afterwards. The receivers' threads scan
+ * while the pipeline's thread works, on the other core.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -204,28 +208,67 @@ static int validate_message(const schema *sc, int message, const unsigned char *
     return 1;
 }
 
-/* ---- the walk -------------------------------------------------------------------------- */
+/* ---- the walk ------------------------------------------------------------------------------
+ * It makes no Python objects, so that it can run without the GIL (on another core than the
+ * pipeline): it records offsets into C arrays, and build() makes the few objects afterwards. */
+
+typedef struct {
+    Py_ssize_t off, len; /* len -1: absent */
+} range;
+
+typedef struct {
+    Py_ssize_t trace, span, parent; /* offsets of the ids; parent -1 for a root span */
+    Py_ssize_t field, start, end;   /* the span field's tag, its first byte and its end */
+    uint64_t mask;                  /* the keys among its attribute keys */
+    range link;                     /* its first link's trace id (len -1: no links) */
+    range name;
+    Py_ssize_t part_begin;          /* its fingerprint's attribute fields, in the parts array */
+    int part_count, too_many_parts;
+} span_rec;
+
+typedef struct {
+    Py_ssize_t field_start, body_start, body_end;
+    range scope, name, url;
+    Py_ssize_t first, count;
+} scope_rec;
+
+typedef struct {
+    Py_ssize_t field_start, body_start, body_end;
+    range resource, url;
+    Py_ssize_t scope_begin, scope_end;
+} resource_rec;
+
+typedef struct {
+    void *items;
+    Py_ssize_t count, capacity;
+    size_t size;
+} vec;
+
+/* Room for one more item (PyMem_Raw*: allowed without the GIL), or NULL when out of memory. */
+static void *vec_push(vec *v) {
+    if (v->count == v->capacity) {
+        Py_ssize_t capacity = v->capacity ? v->capacity * 2 : 64;
+        void *items = PyMem_RawRealloc(v->items, (size_t)capacity * v->size);
+        if (items == NULL) return NULL;
+        v->items = items;
+        v->capacity = capacity;
+    }
+    return (char *)v->items + (size_t)(v->count++) * v->size;
+}
+
+#define MAX_FINGERPRINT_PARTS 32
 
 typedef struct {
     const schema *sc;
-    const unsigned char *base;  /* the payload's first byte: positions are offsets from it */
+    const unsigned char *base; /* the payload's first byte: positions are offsets from it */
     const unsigned char **keys;
     Py_ssize_t *key_lengths;
     int key_count;
     uint64_t keys_of_length[256]; /* by key length: the bits of the keys that long (0 above 255) */
-    PyObject *empty;            /* b"", shared by every root span's parent id */
-    PyObject *ids, *fields, *starts, *ends, *hits, *links;
-    PyObject *fingerprints; /* NULL unless asked for */
-    Py_ssize_t span_count;
+    vec spans, scopes, resources, parts;
 } walk;
 
-static int append_offset(PyObject *list, Py_ssize_t offset) {
-    PyObject *number = PyLong_FromSsize_t(offset);
-    if (number == NULL) return -1;
-    int result = PyList_Append(list, number);
-    Py_DECREF(number);
-    return result;
-}
+enum { WALK_NO_MEMORY = -1, WALK_DECLINE = 0, WALK_OK = 1 };
 
 /* The bit of the key in ``keys`` that a KeyValue's key (field 1; the last one counts, as
  * in upb) equals; 0 for none. */
@@ -254,7 +297,7 @@ static uint64_t key_hits(const walk *w, const unsigned char *p, const unsigned c
     return 0;
 }
 
-/* The first link's trace id, or NULL with *bad set when a link id has a wrong length. */
+/* Whether a Link's ids have valid lengths (and are not repeated); its trace id into *trace. */
 static int link_ids_ok(const unsigned char *p, const unsigned char *end, const unsigned char **trace, Py_ssize_t *trace_length) {
     field f;
     int seen_trace = 0, seen_span = 0;
@@ -275,14 +318,213 @@ static int link_ids_ok(const unsigned char *p, const unsigned char *end, const u
     return 1;
 }
 
-#define MAX_FINGERPRINT_PARTS 32
+static int walk_span(walk *w, const unsigned char *field_start, const unsigned char *p, const unsigned char *end) {
+    const schema *sc = w->sc;
+    const unsigned char *base = w->base, *span_start = p;
+    const unsigned char *trace = NULL, *span = NULL, *parent = NULL;
+    Py_ssize_t parent_length = 0;
+    uint64_t mask = 0;
+    range link = {0, -1}, name = {0, -1};
+    Py_ssize_t part_begin = w->parts.count;
+    int part_count = 0, too_many_parts = 0;
+    field f;
+    while (p < end) {
+        const unsigned char *at = p;
+        if (!next_field(&p, end, &f)) return WALK_DECLINE;
+        Py_ssize_t n = f.value_end - f.value;
+        switch (f.number) {
+        case 1:
+            if (f.wire_type != 2 || trace != NULL || n != 16) return WALK_DECLINE;
+            trace = f.value;
+            continue;
+        case 2:
+            if (f.wire_type != 2 || span != NULL || n != 8) return WALK_DECLINE;
+            span = f.value;
+            continue;
+        case 4:
+            if (f.wire_type != 2 || parent != NULL || (n != 0 && n != 8)) return WALK_DECLINE;
+            parent = f.value;
+            parent_length = n;
+            continue;
+        case 5:
+            if (!validate_field(sc, sc->span, &f, 4)) return WALK_DECLINE;
+            name.off = f.value - base; /* the last one counts, as in upb */
+            name.len = n;
+            continue;
+        case 9:
+            if (!validate_field(sc, sc->span, &f, 4)) return WALK_DECLINE;
+            if (w->key_count) {
+                uint64_t bit = key_hits(w, f.value, f.value_end);
+                if (bit) {
+                    mask |= bit;
+                    if (part_count < MAX_FINGERPRINT_PARTS) {
+                        range *part = vec_push(&w->parts);
+                        if (part == NULL) return WALK_NO_MEMORY;
+                        part->off = at - base;
+                        part->len = f.value_end - at;
+                        part_count++;
+                    } else {
+                        too_many_parts = 1;
+                    }
+                }
+            }
+            continue;
+        case 13: {
+            if (!validate_field(sc, sc->span, &f, 4)) return WALK_DECLINE;
+            const unsigned char *t;
+            Py_ssize_t tn;
+            if (!link_ids_ok(f.value, f.value_end, &t, &tn)) return WALK_DECLINE;
+            if (link.len < 0) {
+                link.off = t ? t - base : 0;
+                link.len = tn;
+            }
+            continue;
+        }
+        default:
+            if (!validate_field(sc, sc->span, &f, 4)) return WALK_DECLINE;
+        }
+    }
+    if (trace == NULL || span == NULL) return WALK_DECLINE; /* absent ids are empty: invalid */
+    span_rec *rec = vec_push(&w->spans);
+    if (rec == NULL) return WALK_NO_MEMORY;
+    rec->trace = trace - base;
+    rec->span = span - base;
+    rec->parent = parent_length ? parent - base : -1;
+    rec->field = field_start - base;
+    rec->start = span_start - base;
+    rec->end = end - base;
+    rec->mask = mask;
+    rec->link = link;
+    rec->name = name;
+    rec->part_begin = part_begin;
+    rec->part_count = part_count;
+    rec->too_many_parts = too_many_parts;
+    return WALK_OK;
+}
+
+static int walk_scope(walk *w, const unsigned char *field_start, const unsigned char *p, const unsigned char *end) {
+    const schema *sc = w->sc;
+    const unsigned char *base = w->base, *body = p;
+    range scope = {0, -1}, name = {0, -1}, url = {0, -1};
+    Py_ssize_t first = w->spans.count;
+    field f;
+    while (p < end) {
+        const unsigned char *at = p;
+        if (!next_field(&p, end, &f)) return WALK_DECLINE;
+        if (f.number == 2) {
+            if (f.wire_type != 2) return WALK_DECLINE;
+            int result = walk_span(w, at, f.value, f.value_end);
+            if (result != WALK_OK) return result;
+            continue;
+        }
+        if (!validate_field(sc, sc->scope_spans, &f, 3)) return WALK_DECLINE;
+        if (f.number == 1) {
+            if (scope.len >= 0) return WALK_DECLINE;
+            scope.off = f.value - base;
+            scope.len = f.value_end - f.value;
+            /* InstrumentationScope.name is field 1. */
+            const unsigned char *q = f.value;
+            field g;
+            while (q < f.value_end) {
+                if (!next_field(&q, f.value_end, &g)) return WALK_DECLINE;
+                if (g.number == 1) {
+                    if (name.len >= 0) return WALK_DECLINE;
+                    name.off = g.value - base;
+                    name.len = g.value_end - g.value;
+                }
+            }
+        } else if (f.number == 3) {
+            if (url.len >= 0) return WALK_DECLINE;
+            url.off = f.value - base;
+            url.len = f.value_end - f.value;
+        }
+    }
+    scope_rec *rec = vec_push(&w->scopes);
+    if (rec == NULL) return WALK_NO_MEMORY;
+    rec->field_start = field_start - base;
+    rec->body_start = body - base;
+    rec->body_end = end - base;
+    rec->scope = scope;
+    rec->name = name;
+    rec->url = url;
+    rec->first = first;
+    rec->count = w->spans.count - first;
+    return WALK_OK;
+}
+
+static int walk_resource(walk *w, const unsigned char *field_start, const unsigned char *p, const unsigned char *end) {
+    const schema *sc = w->sc;
+    const unsigned char *base = w->base, *body = p;
+    range resource = {0, -1}, url = {0, -1};
+    Py_ssize_t scope_begin = w->scopes.count;
+    field f;
+    while (p < end) {
+        const unsigned char *at = p;
+        if (!next_field(&p, end, &f)) return WALK_DECLINE;
+        if (f.number == 2) {
+            if (f.wire_type != 2) return WALK_DECLINE;
+            int result = walk_scope(w, at, f.value, f.value_end);
+            if (result != WALK_OK) return result;
+            continue;
+        }
+        if (!validate_field(sc, sc->resource_spans, &f, 2)) return WALK_DECLINE;
+        if (f.number == 1) {
+            if (resource.len >= 0) return WALK_DECLINE;
+            resource.off = f.value - base;
+            resource.len = f.value_end - f.value;
+        } else if (f.number == 3) {
+            if (url.len >= 0) return WALK_DECLINE;
+            url.off = f.value - base;
+            url.len = f.value_end - f.value;
+        }
+    }
+    resource_rec *rec = vec_push(&w->resources);
+    if (rec == NULL) return WALK_NO_MEMORY;
+    rec->field_start = field_start - base;
+    rec->body_start = body - base;
+    rec->body_end = end - base;
+    rec->resource = resource;
+    rec->url = url;
+    rec->scope_begin = scope_begin;
+    rec->scope_end = w->scopes.count;
+    return WALK_OK;
+}
+
+static int walk_request(walk *w, Py_ssize_t length) {
+    const unsigned char *p = w->base, *end = p + length;
+    field f;
+    while (p < end) {
+        const unsigned char *at = p;
+        if (!next_field(&p, end, &f)) return WALK_DECLINE;
+        if (f.number == 1) {
+            if (f.wire_type != 2) return WALK_DECLINE;
+            int result = walk_resource(w, at, f.value, f.value_end);
+            if (result != WALK_OK) return result;
+        } else if (!validate_field(w->sc, w->sc->request, &f, 1)) {
+            return WALK_DECLINE;
+        }
+    }
+    return WALK_OK;
+}
+
+/* ---- the Python objects of a walk (with the GIL) ---------------------------------------------- */
+
+static PyObject *text_or_empty(const unsigned char *base, range r) {
+    if (r.len < 0) return PyUnicode_FromStringAndSize("", 0);
+    return PyUnicode_DecodeUTF8((const char *)base + r.off, r.len, "strict");
+}
+
+static PyObject *bytes_or_empty(const unsigned char *base, range r) {
+    return PyBytes_FromStringAndSize(r.len < 0 ? "" : (const char *)base + r.off, r.len < 0 ? 0 : r.len);
+}
 
 /* A span's fingerprint: its name, then the attribute fields (as sent) whose keys are scanned
  * for, in order. Spans with equal fingerprints in one scope are the same to the rules. */
-static PyObject *fingerprint(const unsigned char *name, Py_ssize_t name_length, const unsigned char **parts,
-                             const Py_ssize_t *lengths, int count) {
-    Py_ssize_t size = 5 + name_length;
-    for (int i = 0; i < count; i++) size += lengths[i];
+static PyObject *fingerprint(const walk *w, const span_rec *rec) {
+    const unsigned char *base = w->base;
+    const range *parts = (const range *)w->parts.items + rec->part_begin;
+    Py_ssize_t name_length = rec->name.len < 0 ? 0 : rec->name.len, size = 5 + name_length;
+    for (int i = 0; i < rec->part_count; i++) size += parts[i].len;
     PyObject *out = PyBytes_FromStringAndSize(NULL, size);
     if (out == NULL) return NULL;
     unsigned char *q = (unsigned char *)PyBytes_AS_STRING(out);
@@ -293,235 +535,95 @@ static PyObject *fingerprint(const unsigned char *name, Py_ssize_t name_length, 
     q[3] = (unsigned char)name_length;
     q[4] = 0;
     q += 5;
-    if (name_length) memcpy(q, name, (size_t)name_length);
+    if (name_length) memcpy(q, base + rec->name.off, (size_t)name_length);
     q += name_length;
-    for (int i = 0; i < count; i++) {
-        memcpy(q, parts[i], (size_t)lengths[i]);
-        q += lengths[i];
+    for (int i = 0; i < rec->part_count; i++) {
+        memcpy(q, base + parts[i].off, (size_t)parts[i].len);
+        q += parts[i].len;
     }
     return out;
 }
 
-/* One Span: validated, its ids, its key hits and its first link. 1 ok, 0 decline, -1 error. */
-static int walk_span(walk *w, const unsigned char *p, const unsigned char *end) {
-    const schema *sc = w->sc;
-    const unsigned char *trace = NULL, *span = NULL, *parent = NULL;
-    Py_ssize_t parent_length = 0;
-    uint64_t mask = 0;
-    const unsigned char *name = NULL;
-    Py_ssize_t name_length = 0;
-    const unsigned char *parts[MAX_FINGERPRINT_PARTS];
-    Py_ssize_t part_lengths[MAX_FINGERPRINT_PARTS];
-    int part_count = 0, too_many_parts = 0;
-    const unsigned char *link_trace = NULL;
-    Py_ssize_t link_trace_length = 0;
-    int links = 0;
-    field f;
-    while (p < end) {
-        const unsigned char *at = p;
-        if (!next_field(&p, end, &f)) return 0;
-        Py_ssize_t n = f.value_end - f.value;
-        switch (f.number) {
-        case 1:
-            if (f.wire_type != 2 || trace != NULL || n != 16) return 0;
-            trace = f.value;
-            continue;
-        case 2:
-            if (f.wire_type != 2 || span != NULL || n != 8) return 0;
-            span = f.value;
-            continue;
-        case 4:
-            if (f.wire_type != 2 || parent != NULL || (n != 0 && n != 8)) return 0;
-            parent = f.value;
-            parent_length = n;
-            continue;
-        case 5:
-            if (!validate_field(sc, sc->span, &f, 4)) return 0;
-            name = f.value; /* the last one counts, as in upb */
-            name_length = n;
-            continue;
-        case 9:
-            if (!validate_field(sc, sc->span, &f, 4)) return 0;
-            if (w->key_count) {
-                uint64_t bit = key_hits(w, f.value, f.value_end);
-                if (bit) {
-                    mask |= bit;
-                    if (part_count < MAX_FINGERPRINT_PARTS) {
-                        parts[part_count] = at;
-                        part_lengths[part_count++] = f.value_end - at;
-                    } else {
-                        too_many_parts = 1;
-                    }
-                }
-            }
-            continue;
-        case 13: {
-            if (!validate_field(sc, sc->span, &f, 4)) return 0;
-            const unsigned char *t;
-            Py_ssize_t tn;
-            if (!link_ids_ok(f.value, f.value_end, &t, &tn)) return 0;
-            if (links++ == 0) {
-                link_trace = t;
-                link_trace_length = tn;
-            }
-            continue;
-        }
-        default:
-            if (!validate_field(sc, sc->span, &f, 4)) return 0;
-        }
-    }
-    if (trace == NULL || span == NULL) return 0; /* absent ids are empty: invalid */
-    Py_ssize_t index = w->span_count++;
-    PyObject *t = PyBytes_FromStringAndSize((const char *)trace, 16);
-    PyObject *s = PyBytes_FromStringAndSize((const char *)span, 8);
-    PyObject *pa;
-    if (parent_length) {
-        pa = PyBytes_FromStringAndSize((const char *)parent, 8);
-    } else {
-        pa = w->empty;
-        Py_INCREF(pa);
-    }
-    if (t == NULL || s == NULL || pa == NULL) {
-        Py_XDECREF(t); Py_XDECREF(s); Py_XDECREF(pa);
-        return -1;
-    }
-    PyObject *triple = PyTuple_Pack(3, t, s, pa);
-    Py_DECREF(t); Py_DECREF(s); Py_DECREF(pa);
-    if (triple == NULL) return -1;
-    int result = PyList_Append(w->ids, triple);
-    Py_DECREF(triple);
-    if (result < 0) return -1;
-    if (mask) {
-        PyObject *key = PyLong_FromSsize_t(index), *value = PyLong_FromUnsignedLongLong(mask);
-        if (key == NULL || value == NULL || PyDict_SetItem(w->hits, key, value) < 0) {
-            Py_XDECREF(key); Py_XDECREF(value);
-            return -1;
-        }
-        Py_DECREF(value);
-        if (w->fingerprints != NULL && !too_many_parts) {
-            value = fingerprint(name, name_length, parts, part_lengths, part_count);
-            if (value == NULL || PyDict_SetItem(w->fingerprints, key, value) < 0) {
-                Py_DECREF(key); Py_XDECREF(value);
-                return -1;
-            }
-            Py_DECREF(value);
-        }
-        Py_DECREF(key);
-    }
-    if (links) {
-        PyObject *key = PyLong_FromSsize_t(index);
-        PyObject *value = PyBytes_FromStringAndSize((const char *)(link_trace ? link_trace : (const unsigned char *)""), link_trace_length);
-        if (key == NULL || value == NULL || PyDict_SetItem(w->links, key, value) < 0) {
-            Py_XDECREF(key); Py_XDECREF(value);
-            return -1;
-        }
-        Py_DECREF(key); Py_DECREF(value);
-    }
-    return 1;
+static int set_item(PyObject *dict, Py_ssize_t index, PyObject *value) {
+    PyObject *key = PyLong_FromSsize_t(index);
+    int result = key == NULL || value == NULL ? -1 : PyDict_SetItem(dict, key, value);
+    Py_XDECREF(key);
+    Py_XDECREF(value);
+    return result;
 }
 
-static PyObject *text(const unsigned char *p, const unsigned char *end) {
-    return PyUnicode_DecodeUTF8((const char *)p, end - p, "strict");
+static int append_new(PyObject *list, PyObject *item) {
+    if (item == NULL) return -1;
+    int result = PyList_Append(list, item);
+    Py_DECREF(item);
+    return result;
 }
 
-/* One ScopeSpans: (field_start, body_start, body_end, scope bytes, scope name, schema_url,
- * first span index, span count), or Py_None to decline. */
-static PyObject *walk_scope(walk *w, const unsigned char *field_start, const unsigned char *p, const unsigned char *end) {
-    const schema *sc = w->sc;
-    const unsigned char *scope = NULL, *scope_end = NULL, *url = NULL, *url_end = NULL;
-    const unsigned char *name = NULL, *name_end = NULL;
-    Py_ssize_t first = w->span_count;
-    const unsigned char *body = p;
-    field f;
-    while (p < end) {
-        const unsigned char *at = p;
-        if (!next_field(&p, end, &f)) Py_RETURN_NONE;
-        if (f.number == 2) {
-            if (f.wire_type != 2) Py_RETURN_NONE;
-            int result = walk_span(w, f.value, f.value_end);
-            if (result <= 0) {
-                if (result < 0) return NULL;
-                Py_RETURN_NONE;
-            }
-            if (append_offset(w->fields, at - w->base) < 0 || append_offset(w->starts, f.value - w->base) < 0
-                || append_offset(w->ends, f.value_end - w->base) < 0)
-                return NULL;
-            continue;
+/* (resources, ids, fields, starts, ends, hits, links, fingerprints or None). */
+static PyObject *build(const walk *w, int want_fingerprints) {
+    const unsigned char *base = w->base;
+    PyObject *result = NULL, *empty = PyBytes_FromStringAndSize(NULL, 0);
+    PyObject *resources = PyList_New(0), *ids = PyList_New(w->spans.count), *fields = PyList_New(w->spans.count);
+    PyObject *starts = PyList_New(w->spans.count), *ends = PyList_New(w->spans.count);
+    PyObject *hits = PyDict_New(), *links = PyDict_New(), *fingerprints = want_fingerprints ? PyDict_New() : Py_None;
+    if (fingerprints == Py_None) Py_INCREF(Py_None);
+    if (!empty || !resources || !ids || !fields || !starts || !ends || !hits || !links || !fingerprints) goto done;
+    const span_rec *spans = w->spans.items;
+    for (Py_ssize_t i = 0; i < w->spans.count; i++) {
+        const span_rec *rec = &spans[i];
+        PyObject *trace = PyBytes_FromStringAndSize((const char *)base + rec->trace, 16);
+        PyObject *span = PyBytes_FromStringAndSize((const char *)base + rec->span, 8);
+        PyObject *parent = rec->parent < 0 ? (Py_INCREF(empty), empty) : PyBytes_FromStringAndSize((const char *)base + rec->parent, 8);
+        PyObject *triple = trace && span && parent ? PyTuple_Pack(3, trace, span, parent) : NULL;
+        Py_XDECREF(trace);
+        Py_XDECREF(span);
+        Py_XDECREF(parent);
+        if (triple == NULL) goto done;
+        PyList_SET_ITEM(ids, i, triple);
+        PyObject *field_start = PyLong_FromSsize_t(rec->field), *start = PyLong_FromSsize_t(rec->start);
+        PyObject *end = PyLong_FromSsize_t(rec->end);
+        if (field_start) PyList_SET_ITEM(fields, i, field_start);
+        if (start) PyList_SET_ITEM(starts, i, start);
+        if (end) PyList_SET_ITEM(ends, i, end);
+        if (!field_start || !start || !end) goto done;
+        if (rec->mask) {
+            if (set_item(hits, i, PyLong_FromUnsignedLongLong(rec->mask)) < 0) goto done;
+            if (want_fingerprints && !rec->too_many_parts && set_item(fingerprints, i, fingerprint(w, rec)) < 0) goto done;
         }
-        if (!validate_field(sc, sc->scope_spans, &f, 3)) Py_RETURN_NONE;
-        if (f.number == 1) {
-            if (scope != NULL) Py_RETURN_NONE;
-            scope = f.value;
-            scope_end = f.value_end;
-            /* InstrumentationScope.name is field 1. */
-            const unsigned char *q = scope;
-            field g;
-            while (q < scope_end) {
-                if (!next_field(&q, scope_end, &g)) Py_RETURN_NONE;
-                if (g.number == 1) {
-                    if (name != NULL) Py_RETURN_NONE;
-                    name = g.value;
-                    name_end = g.value_end;
-                }
-            }
-        } else if (f.number == 3) {
-            if (url != NULL) Py_RETURN_NONE;
-            url = f.value;
-            url_end = f.value_end;
-        }
+        if (rec->link.len >= 0 && set_item(links, i, bytes_or_empty(base, rec->link)) < 0) goto done;
     }
-    return Py_BuildValue(
-        "(nnny#NNnn)", (Py_ssize_t)(field_start - w->base), (Py_ssize_t)(body - w->base), (Py_ssize_t)(end - w->base),
-        scope ? (const char *)scope : "", (Py_ssize_t)(scope ? scope_end - scope : 0),
-        name ? text(name, name_end) : PyUnicode_FromString(""), url ? text(url, url_end) : PyUnicode_FromString(""),
-        first, w->span_count - first);
-}
-
-/* One ResourceSpans: (field_start, body_start, body_end, resource bytes, schema_url, scopes). */
-static PyObject *walk_resource(walk *w, const unsigned char *field_start, const unsigned char *p, const unsigned char *end) {
-    const schema *sc = w->sc;
-    const unsigned char *resource = NULL, *resource_end = NULL, *url = NULL, *url_end = NULL;
-    const unsigned char *body = p;
-    PyObject *scopes = PyList_New(0);
-    if (scopes == NULL) return NULL;
-    field f;
-    while (p < end) {
-        const unsigned char *at = p;
-        if (!next_field(&p, end, &f)) goto decline;
-        if (f.number == 2) {
-            if (f.wire_type != 2) goto decline;
-            PyObject *scope = walk_scope(w, at, f.value, f.value_end);
-            if (scope == NULL) goto error;
-            if (scope == Py_None) {
-                Py_DECREF(scope);
-                goto decline;
+    const resource_rec *resource_recs = w->resources.items;
+    const scope_rec *scope_recs = w->scopes.items;
+    for (Py_ssize_t r = 0; r < w->resources.count; r++) {
+        const resource_rec *res = &resource_recs[r];
+        PyObject *scopes = PyList_New(0);
+        if (scopes == NULL) goto done;
+        for (Py_ssize_t s = res->scope_begin; s < res->scope_end; s++) {
+            const scope_rec *sc = &scope_recs[s];
+            if (append_new(scopes, Py_BuildValue("(nnnNNNnn)", sc->field_start, sc->body_start, sc->body_end,
+                                                 bytes_or_empty(base, sc->scope), text_or_empty(base, sc->name),
+                                                 text_or_empty(base, sc->url), sc->first, sc->count)) < 0) {
+                Py_DECREF(scopes);
+                goto done;
             }
-            int result = PyList_Append(scopes, scope);
-            Py_DECREF(scope);
-            if (result < 0) goto error;
-            continue;
         }
-        if (!validate_field(sc, sc->resource_spans, &f, 2)) goto decline;
-        if (f.number == 1) {
-            if (resource != NULL) goto decline;
-            resource = f.value;
-            resource_end = f.value_end;
-        } else if (f.number == 3) {
-            if (url != NULL) goto decline;
-            url = f.value;
-            url_end = f.value_end;
-        }
+        if (append_new(resources, Py_BuildValue("(nnnNNN)", res->field_start, res->body_start, res->body_end,
+                                                bytes_or_empty(base, res->resource), text_or_empty(base, res->url),
+                                                scopes)) < 0)
+            goto done;
     }
-    return Py_BuildValue(
-        "(nnny#NN)", (Py_ssize_t)(field_start - w->base), (Py_ssize_t)(body - w->base), (Py_ssize_t)(end - w->base),
-        resource ? (const char *)resource : "", (Py_ssize_t)(resource ? resource_end - resource : 0),
-        url ? text(url, url_end) : PyUnicode_FromString(""), scopes);
-decline:
-    Py_DECREF(scopes);
-    Py_RETURN_NONE;
-error:
-    Py_DECREF(scopes);
-    return NULL;
+    result = PyTuple_Pack(8, resources, ids, fields, starts, ends, hits, links, fingerprints);
+done:
+    Py_XDECREF(empty);
+    Py_XDECREF(resources);
+    Py_XDECREF(ids);
+    Py_XDECREF(fields);
+    Py_XDECREF(starts);
+    Py_XDECREF(ends);
+    Py_XDECREF(hits);
+    Py_XDECREF(links);
+    Py_XDECREF(fingerprints);
+    return result;
 }
 
 /* ---- rewriting ------------------------------------------------------------------------- */
@@ -851,10 +953,14 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     PyObject *capsule, *keys;
     int want_fingerprints = 0;
     if (!PyArg_ParseTuple(args, "y*OO!|p", &payload, &capsule, &PyTuple_Type, &keys, &want_fingerprints)) return NULL;
-    PyObject *result = NULL, *resources = NULL;
+    PyObject *result = NULL;
     const schema *sc = PyCapsule_GetPointer(capsule, "agentmon.wirescan.schema");
     walk w;
     memset(&w, 0, sizeof(w));
+    w.spans.size = sizeof(span_rec);
+    w.scopes.size = sizeof(scope_rec);
+    w.resources.size = sizeof(resource_rec);
+    w.parts.size = sizeof(range);
     const unsigned char *key_bytes[MAX_KEYS];
     Py_ssize_t key_lengths[MAX_KEYS];
     if (sc == NULL) goto done;
@@ -871,63 +977,36 @@ static PyObject *scan(PyObject *self, PyObject *args) {
         }
         key_bytes[k] = (const unsigned char *)PyBytes_AS_STRING(key);
         key_lengths[k] = PyBytes_GET_SIZE(key);
+        if (key_lengths[k] < 256) w.keys_of_length[key_lengths[k]] |= (uint64_t)1 << k;
     }
     w.sc = sc;
     w.base = payload.buf;
     w.keys = key_bytes;
     w.key_lengths = key_lengths;
     w.key_count = (int)key_count;
-    for (Py_ssize_t k = 0; k < key_count; k++)
-        if (key_lengths[k] < 256) w.keys_of_length[key_lengths[k]] |= (uint64_t)1 << k;
-    w.empty = PyBytes_FromStringAndSize(NULL, 0);
-    w.ids = PyList_New(0);
-    w.fields = PyList_New(0);
-    w.starts = PyList_New(0);
-    w.ends = PyList_New(0);
-    w.hits = PyDict_New();
-    w.links = PyDict_New();
-    w.fingerprints = want_fingerprints ? PyDict_New() : NULL;
-    resources = PyList_New(0);
-    if (!w.empty || !w.ids || !w.fields || !w.starts || !w.ends || !w.hits || !w.links || !resources ||
-        (want_fingerprints && !w.fingerprints))
-        goto done;
-
-    const unsigned char *p = payload.buf, *end = p + payload.len;
-    field f;
-    while (p < end) {
-        const unsigned char *at = p;
-        if (!next_field(&p, end, &f)) goto decline;
-        if (f.number == 1) {
-            if (f.wire_type != 2) goto decline;
-            PyObject *resource = walk_resource(&w, at, f.value, f.value_end);
-            if (resource == NULL) goto done;
-            if (resource == Py_None) {
-                Py_DECREF(resource);
-                goto decline;
-            }
-            int appended = PyList_Append(resources, resource);
-            Py_DECREF(resource);
-            if (appended < 0) goto done;
-        } else if (!validate_field(sc, sc->request, &f, 1)) {
-            goto decline;
-        }
+    /* The walk touches no Python object: other threads (the pipeline) run meanwhile. The
+     * payload and the keys are bytes (immutable) held by this call's arguments. */
+    int walked;
+    if (payload.len >= 4096) {
+        Py_BEGIN_ALLOW_THREADS
+        walked = walk_request(&w, payload.len);
+        Py_END_ALLOW_THREADS
+    } else {
+        walked = walk_request(&w, payload.len);
     }
-    result = PyTuple_Pack(8, resources, w.ids, w.fields, w.starts, w.ends, w.hits, w.links,
-                          w.fingerprints ? w.fingerprints : Py_None);
-    goto done;
-decline:
-    result = Py_None;
-    Py_INCREF(result);
+    if (walked == WALK_NO_MEMORY) {
+        PyErr_NoMemory();
+    } else if (walked == WALK_DECLINE) {
+        result = Py_None;
+        Py_INCREF(result);
+    } else {
+        result = build(&w, want_fingerprints);
+    }
 done:
-    Py_XDECREF(resources);
-    Py_XDECREF(w.empty);
-    Py_XDECREF(w.ids);
-    Py_XDECREF(w.fields);
-    Py_XDECREF(w.starts);
-    Py_XDECREF(w.ends);
-    Py_XDECREF(w.hits);
-    Py_XDECREF(w.links);
-    Py_XDECREF(w.fingerprints);
+    PyMem_RawFree(w.spans.items);
+    PyMem_RawFree(w.scopes.items);
+    PyMem_RawFree(w.resources.items);
+    PyMem_RawFree(w.parts.items);
     PyBuffer_Release(&payload);
     return result;
 }
