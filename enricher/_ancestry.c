@@ -11,6 +11,17 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+/* The ids are exact bytes (as the request scanner makes them): comparing and hashing them then
+ * runs no Python code, so borrowed references stay valid through the loops. */
+static int id_triple(PyObject *triple) {
+    if (!PyTuple_CheckExact(triple) || PyTuple_GET_SIZE(triple) != 3 || !PyBytes_CheckExact(PyTuple_GET_ITEM(triple, 0)) ||
+        !PyBytes_CheckExact(PyTuple_GET_ITEM(triple, 1)) || !PyBytes_CheckExact(PyTuple_GET_ITEM(triple, 2))) {
+        PyErr_SetString(PyExc_TypeError, "ids are (trace_id, span_id, parent_span_id) tuples of bytes");
+        return 0;
+    }
+    return 1;
+}
+
 /* trace_runs(ids) -> [start, end, start, end, ...]: the runs of consecutive spans of one
  * trace in ``ids`` (a list of (trace_id, span_id, parent_span_id) tuples). */
 static PyObject *trace_runs(PyObject *self, PyObject *args) {
@@ -24,10 +35,7 @@ static PyObject *trace_runs(PyObject *self, PyObject *args) {
         PyObject *trace = NULL;
         if (i < count) {
             PyObject *triple = PyList_GET_ITEM(ids, i);
-            if (!PyTuple_Check(triple) || PyTuple_GET_SIZE(triple) != 3) {
-                PyErr_SetString(PyExc_TypeError, "ids are (trace_id, span_id, parent_span_id) tuples");
-                goto error;
-            }
+            if (!id_triple(triple)) goto error;
             trace = PyTuple_GET_ITEM(triple, 0);
             if (last != NULL) {
                 int same = trace == last ? 1 : PyObject_RichCompareBool(trace, last, Py_EQ);
@@ -64,15 +72,10 @@ static PyObject *record_parents(PyObject *self, PyObject *args) {
     int root = 0;
     for (Py_ssize_t i = start; i < end; i++) {
         PyObject *triple = PyList_GET_ITEM(ids, i);
-        if (!PyTuple_Check(triple) || PyTuple_GET_SIZE(triple) != 3) {
-            PyErr_SetString(PyExc_TypeError, "ids are (trace_id, span_id, parent_span_id) tuples");
-            return NULL;
-        }
+        if (!id_triple(triple)) return NULL;
         PyObject *parent = PyTuple_GET_ITEM(triple, 2);
         if (PyDict_GET_SIZE(parents) < cap && PyDict_SetItem(parents, PyTuple_GET_ITEM(triple, 1), parent) < 0) return NULL;
-        int truth = PyObject_IsTrue(parent);
-        if (truth < 0) return NULL;
-        if (!truth) root = 1;
+        if (PyBytes_GET_SIZE(parent) == 0) root = 1;
     }
     return PyBool_FromLong(root);
 }
@@ -103,10 +106,7 @@ static PyObject *walk_owners(PyObject *self, PyObject *args) {
     if (owners == NULL || held == NULL || roots == NULL) goto error;
     for (Py_ssize_t i = start; i < end; i++) {
         PyObject *triple = PyList_GET_ITEM(ids, i);
-        if (!PyTuple_Check(triple) || PyTuple_GET_SIZE(triple) != 3) {
-            PyErr_SetString(PyExc_TypeError, "ids are (trace_id, span_id, parent_span_id) tuples");
-            goto error;
-        }
+        if (!id_triple(triple)) goto error;
         PyObject *current = PyTuple_GET_ITEM(triple, 1), *owner = pending;
         for (Py_ssize_t step = 0; step < max_chain; step++) {
             if (with_agents) {
@@ -122,9 +122,11 @@ static PyObject *walk_owners(PyObject *self, PyObject *args) {
                 if (PyErr_Occurred()) goto error;
                 break; /* a gap: that ancestor has not arrived */
             }
-            int truth = PyObject_IsTrue(parent);
-            if (truth < 0) goto error;
-            if (!truth) {
+            if (!PyBytes_CheckExact(parent)) {
+                PyErr_SetString(PyExc_TypeError, "parent span ids are bytes");
+                goto error;
+            }
+            if (PyBytes_GET_SIZE(parent) == 0) {
                 owner = at_root;
                 break;
             }

@@ -22,6 +22,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -657,8 +658,31 @@ typedef struct {
     Py_ssize_t new_body;               /* its body's size after the edits (-1: not edited) */
 } resource_pos;
 
+/* ``count`` ints from a tuple that holds them and then ``extra`` more items. Only exact ints:
+ * no Python code (__index__) may run while positions are being read. */
+static int read_ints(PyObject *tuple, Py_ssize_t count, Py_ssize_t extra, Py_ssize_t *out) {
+    if (!PyTuple_Check(tuple) || PyTuple_GET_SIZE(tuple) != count + extra) {
+        PyErr_SetString(PyExc_TypeError, "a layout entry is a tuple of the wrong size");
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(tuple, i);
+        if (!PyLong_CheckExact(item)) {
+            PyErr_SetString(PyExc_TypeError, "layout positions are ints");
+            return 0;
+        }
+        out[i] = PyLong_AsSsize_t(item);
+        if (out[i] == -1 && PyErr_Occurred()) return 0;
+    }
+    return 1;
+}
+
 static int get_ssize(PyObject *sequence, Py_ssize_t index, Py_ssize_t *out) {
     PyObject *item = PySequence_Fast_GET_ITEM(sequence, index);
+    if (!PyLong_CheckExact(item)) {
+        PyErr_SetString(PyExc_TypeError, "span positions are ints");
+        return 0;
+    }
     *out = PyLong_AsSsize_t(item);
     return !(*out == -1 && PyErr_Occurred());
 }
@@ -741,12 +765,25 @@ static PyObject *rewrite(PyObject *self, PyObject *args) {
             goto done;
         }
     }
+    /* No Python code runs from here on (exact ints and lists only), so the lists keep their sizes. */
+    Py_ssize_t previous_end = 0;
     for (Py_ssize_t r = 0; r < resource_count; r++) {
-        PyObject *item = PyList_GET_ITEM(layout, r), *scope_list;
-        if (!PyArg_ParseTuple(item, "nnnO!", &resources[r].field_start, &resources[r].body_start,
-                              &resources[r].body_end, &PyList_Type, &scope_list))
+        PyObject *item = PyList_GET_ITEM(layout, r);
+        Py_ssize_t values[3];
+        if (!read_ints(item, 3, 1, values)) goto done;
+        if (!PyList_Check(PyTuple_GET_ITEM(item, 3))) {
+            PyErr_SetString(PyExc_TypeError, "a resource's scopes are a list");
             goto done;
-        scope_count += PyList_GET_SIZE(scope_list);
+        }
+        resources[r].field_start = values[0];
+        resources[r].body_start = values[1];
+        resources[r].body_end = values[2];
+        if (values[0] < previous_end || values[0] > values[1] || values[1] > values[2] || values[2] > payload.len) {
+            PyErr_SetString(PyExc_ValueError, "resource positions out of range or out of order");
+            goto done;
+        }
+        previous_end = values[2];
+        scope_count += PyList_GET_SIZE(PyTuple_GET_ITEM(item, 3));
     }
     scopes = PyMem_Malloc(sizeof(scope_pos) * (size_t)(scope_count + 1));
     if (scopes == NULL) {
@@ -757,21 +794,36 @@ static PyObject *rewrite(PyObject *self, PyObject *args) {
     for (Py_ssize_t r = 0; r < resource_count; r++) {
         PyObject *scope_list = PyTuple_GET_ITEM(PyList_GET_ITEM(layout, r), 3);
         resources[r].scope_begin = at;
+        Py_ssize_t inner = resources[r].body_start;
         for (Py_ssize_t s = 0; s < PyList_GET_SIZE(scope_list); s++, at++) {
             scope_pos *sc = &scopes[at];
-            if (!PyArg_ParseTuple(PyList_GET_ITEM(scope_list, s), "nnnnn", &sc->field_start, &sc->body_start,
-                                  &sc->body_end, &sc->first, &sc->count))
-                goto done;
-            if (sc->first < 0 || sc->count < 0 || sc->first + sc->count > span_count || sc->body_end > payload.len) {
-                PyErr_SetString(PyExc_ValueError, "scope out of range");
+            Py_ssize_t values[5];
+            if (!read_ints(PyList_GET_ITEM(scope_list, s), 5, 0, values)) goto done;
+            sc->field_start = values[0];
+            sc->body_start = values[1];
+            sc->body_end = values[2];
+            sc->first = values[3];
+            sc->count = values[4];
+            if (sc->field_start < inner || sc->field_start > sc->body_start || sc->body_start > sc->body_end ||
+                sc->body_end > resources[r].body_end || sc->first < 0 || sc->count < 0 ||
+                sc->count > span_count - sc->first) {
+                PyErr_SetString(PyExc_ValueError, "scope positions out of range or out of order");
                 goto done;
             }
+            inner = sc->body_end;
         }
         resources[r].scope_end = at;
     }
     order = PyDict_Keys(edits);
-    if (order == NULL || PyList_Sort(order) < 0) goto done;
+    if (order == NULL) goto done;
     Py_ssize_t edit_count = PyList_GET_SIZE(order);
+    for (Py_ssize_t j = 0; j < edit_count; j++) {
+        if (!PyLong_CheckExact(PyList_GET_ITEM(order, j))) { /* sorting other keys could run Python code */
+            PyErr_SetString(PyExc_TypeError, "edits are keyed by span index (int)");
+            goto done;
+        }
+    }
+    if (PyList_Sort(order) < 0) goto done;
     for (Py_ssize_t j = 0; j < edit_count; j++) {
         PyObject *key = PyList_GET_ITEM(order, j), *extra = PyDict_GetItem(edits, key);
         Py_ssize_t index = PyLong_AsSsize_t(key);
@@ -792,11 +844,22 @@ static PyObject *rewrite(PyObject *self, PyObject *args) {
         res->new_body = -1;
         for (Py_ssize_t s = res->scope_begin; s < res->scope_end && k < edit_count; s++) {
             scope_pos *sc = &scopes[s];
-            Py_ssize_t k_end = k;
-            while (k_end < edit_count && PyLong_AsSsize_t(PyList_GET_ITEM(order, k_end)) < sc->first + sc->count) k_end++;
+            Py_ssize_t k_end = k, copied = sc->body_start;
+            while (k_end < edit_count && PyLong_AsSsize_t(PyList_GET_ITEM(order, k_end)) < sc->first + sc->count) {
+                Py_ssize_t index = PyLong_AsSsize_t(PyList_GET_ITEM(order, k_end));
+                if (index < sc->first || fields[index] < copied || ends[index] > sc->body_end) {
+                    PyErr_SetString(PyExc_ValueError, "an edited span lies outside its scope, or out of order");
+                    goto done;
+                }
+                copied = ends[index];
+                k_end++;
+            }
             if (k_end == k) continue;
             Py_ssize_t new_body = scope_body_size(sc, order, k, k_end, edits, fields, starts, ends);
-            if (new_body < 0) goto done;
+            if (new_body < 0) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a scope's new size is negative");
+                goto done;
+            }
             body += 1 + varint_size(new_body) + new_body - (sc->body_end - sc->field_start);
             k = k_end;
         }
@@ -902,34 +965,59 @@ static PyObject *compile_schema(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_TypeError, "each message is a list of fields");
             goto error;
         }
+        /* Each field is read once, into C arrays, and only those are used after. */
+        Py_ssize_t field_count = PyList_GET_SIZE(fields);
+        int *numbers = PyMem_Calloc((size_t)field_count + 1, sizeof(int) * 3);
+        if (numbers == NULL) {
+            PyErr_NoMemory();
+            goto error;
+        }
         int max_field = 0;
-        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(fields); j++) {
-            int number, kind, child;
-            if (!PyArg_ParseTuple(PyList_GET_ITEM(fields, j), "iii", &number, &kind, &child)) goto error;
-            if (number <= 0 || number > 4096) {
+        for (Py_ssize_t j = 0; j < field_count; j++) {
+            PyObject *entry = PyList_GET_ITEM(fields, j);
+            int *f = numbers + 3 * j;
+            if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3 || !PyLong_CheckExact(PyTuple_GET_ITEM(entry, 0)) ||
+                !PyLong_CheckExact(PyTuple_GET_ITEM(entry, 1)) || !PyLong_CheckExact(PyTuple_GET_ITEM(entry, 2))) {
+                PyMem_Free(numbers);
+                PyErr_SetString(PyExc_TypeError, "a field is (number, kind, child) ints");
+                goto error;
+            }
+            for (int x = 0; x < 3; x++) {
+                long value = PyLong_AsLong(PyTuple_GET_ITEM(entry, x));
+                if ((value == -1 && PyErr_Occurred()) || value < INT_MIN || value > INT_MAX) {
+                    PyMem_Free(numbers);
+                    if (!PyErr_Occurred()) PyErr_SetString(PyExc_OverflowError, "field value out of range");
+                    goto error;
+                }
+                f[x] = (int)value;
+            }
+            if (f[0] <= 0 || f[0] > 4096) {
+                PyMem_Free(numbers);
                 PyErr_SetString(PyExc_ValueError, "field numbers above 4096 are not supported");
                 goto error;
             }
-            if (number > max_field) max_field = number;
+            if (f[1] < K_UNKNOWN || f[1] > K_DECLINE || (f[1] == K_MESSAGE && (f[2] < 0 || f[2] >= count))) {
+                PyMem_Free(numbers);
+                PyErr_SetString(PyExc_ValueError, "bad field kind or child message");
+                goto error;
+            }
+            if (f[0] > max_field) max_field = f[0];
         }
         message_schema *m = &sc->messages[i];
         m->max_field = max_field;
         m->kinds = PyMem_Calloc((size_t)max_field + 1, 1);
         m->children = PyMem_Calloc((size_t)max_field + 1, sizeof(int));
         if (m->kinds == NULL || m->children == NULL) {
+            PyMem_Free(numbers);
             PyErr_NoMemory();
             goto error;
         }
-        for (Py_ssize_t j = 0; j < PyList_GET_SIZE(fields); j++) {
-            int number, kind, child;
-            PyArg_ParseTuple(PyList_GET_ITEM(fields, j), "iii", &number, &kind, &child);
-            if (kind < K_UNKNOWN || kind > K_DECLINE || (kind == K_MESSAGE && (child < 0 || child >= count))) {
-                PyErr_SetString(PyExc_ValueError, "bad field kind or child message");
-                goto error;
-            }
-            m->kinds[number] = (unsigned char)kind;
-            m->children[number] = child;
+        for (Py_ssize_t j = 0; j < field_count; j++) {
+            int *f = numbers + 3 * j;
+            m->kinds[f[0]] = (unsigned char)f[1];
+            m->children[f[0]] = f[2];
         }
+        PyMem_Free(numbers);
     }
     sc->request = roles[0];
     sc->resource_spans = roles[1];

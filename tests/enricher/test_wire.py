@@ -67,3 +67,21 @@ def test_c_rewrite_refuses_positions_out_of_range() -> None:
         scan._wirescan.rewrite(b"\x0a\x00", [(0, 2, 2, [(0, 2, 2, 0, 1)])], [0], [2], [99], {0: None})
     with pytest.raises(ValueError):
         scan._wirescan.rewrite(b"", [], [], [], [], {3: None})
+    payload = bytes(64)
+    refused = [  # each once crashed the process or raised without an exception set (a review found them)
+        (payload, [(0, 2, 10, [(2, 4, 8, 0, 1)])], [4], [6], [40], {0: b"x"}),  # span ends past its scope
+        (payload, [(-100, 2, 10, [(2, 4, 8, 0, 1)])], [4], [6], [7], {0: b"x"}),  # resource before the payload
+        (payload, [(0, 0, 3, [(0, 0, 0, 0, 1)])], [0], [0], [1], {0: None}),  # a scope's size would go negative
+        (payload, [(0, 2, 10, [(2, 4, 8, 2**62, 2**62)])], [4], [6], [7], {0: None}),  # first + count overflows
+        (payload, [(0, 2, 10, [(2, 4, 8, 0, 1)])], [4], [6], [7], {"0": None}),  # not a span index
+    ]
+    for args in refused:
+        with pytest.raises((ValueError, TypeError)):
+            scan._wirescan.rewrite(*args)
+
+    class Sly(int):
+        def __index__(self):  # would run Python code mid-rewrite
+            return 0
+
+    with pytest.raises(TypeError):
+        scan._wirescan.rewrite(payload, [(0, 2, 10, [(2, 4, 8, Sly(0), 1)])], [4], [6], [7], {0: None})
