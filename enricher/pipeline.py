@@ -81,6 +81,7 @@ def scanner_for(rules: RuleSet, *, native: bool = True) -> RequestScanner:
 # names as its parent (hex), the stamp attributes it carries, whether it is a run announcement).
 _Outcome = tuple[Any, bool, "str | None", "dict | None", bool]
 _MAX_OUTCOMES = 10_000
+_MAX_FINGERPRINT_BYTES = 1024  # longer ones (huge names or values) are not remembered: bounded memory
 
 
 class _ResourceInfo:
@@ -237,6 +238,7 @@ class Pipeline:
         metrics: EnricherMetrics,
         drop_unmonitored: bool = True,
         max_waiting_requests: int = 64,
+        max_waiting_spans: int = 262_144,
         commit_interval: float = 0.2,
         max_export_bytes: int = MAX_EXPORT_BYTES,
         scanner: RequestScanner | None = None,
@@ -253,6 +255,11 @@ class Pipeline:
         self._commit_interval = commit_interval
         self._max_export_bytes = max_export_bytes
         self._slots = threading.BoundedSemaphore(max_waiting_requests)
+        # Requests waiting for the worker are held scanned (ids and positions per span, a few
+        # hundred bytes a span besides the payload): big requests are bounded by their spans too.
+        self._max_waiting_spans = max_waiting_spans
+        self._waiting_spans = 0
+        self._waiting_lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[int, ScannedRequest] | None] = queue.SimpleQueue()
         self._submit_lock = threading.Lock()
         # Journal bookkeeping: parts of each record not yet delivered. Records are
@@ -275,8 +282,7 @@ class Pipeline:
         """Accept a request that ``self.scanner`` scanned, or raise Overloaded."""
         if self._stopping.is_set():
             raise Overloaded("shutting down", retry_after=5.0)
-        if not self._slots.acquire(blocking=False):
-            raise Overloaded("too many requests waiting to be processed")
+        self._take_slot(scanned.span_count)
         try:
             # The checksum releases the GIL: computed before the lock, not while holding it.
             header = self._journal.frame_header(scanned.payload)
@@ -285,16 +291,31 @@ class Pipeline:
                 seq = self._journal.append(scanned.payload, header)
                 self._queue.put((seq, scanned))
         except JournalFull:
-            self._slots.release()
+            self._release_slot(scanned.span_count)
             raise Overloaded("the ingest journal is full (downstream is slow or down)", retry_after=5.0) from None
         except (OSError, RuntimeError) as error:  # disk trouble, or closing: the client retries
-            self._slots.release()
+            self._release_slot(scanned.span_count)
             log.error("cannot journal a request: %s", error)
             raise Overloaded("the ingest journal cannot be written", retry_after=5.0) from None
         except BaseException:
-            self._slots.release()
+            self._release_slot(scanned.span_count)
             raise
         self._metrics.queue_depth.labels("journal_bytes").set(self._journal.pending_bytes)
+
+    def _take_slot(self, spans: int) -> None:
+        if not self._slots.acquire(blocking=False):
+            raise Overloaded("too many requests waiting to be processed")
+        with self._waiting_lock:
+            # A request bigger than the budget is taken when nothing else waits.
+            if self._waiting_spans and self._waiting_spans + spans > self._max_waiting_spans:
+                self._slots.release()
+                raise Overloaded("too many spans waiting to be processed")
+            self._waiting_spans += spans
+
+    def _release_slot(self, spans: int) -> None:
+        with self._waiting_lock:
+            self._waiting_spans -= spans
+        self._slots.release()
 
     # ---- lifecycle --------------------------------------------------------------------
 
@@ -369,7 +390,7 @@ class Pipeline:
                     try:
                         self._process_safely(*item)
                     finally:
-                        self._slots.release()
+                        self._release_slot(item[1].span_count)
                 self._emit(self._attributor.expire())
                 if time.monotonic() >= next_commit:
                     self._commit()
@@ -387,7 +408,7 @@ class Pipeline:
                 return
             if item:
                 self._process_safely(*item)
-                self._slots.release()
+                self._release_slot(item[1].span_count)
 
     def _process_safely(self, seq: int, scanned: ScannedRequest) -> None:
         try:
@@ -505,6 +526,8 @@ class Pipeline:
         fingerprints, outcomes = scanned.fingerprints, self._outcomes
         for index in candidates:
             fingerprint = fingerprints.get(index)
+            if fingerprint is not None and len(fingerprint) > _MAX_FINGERPRINT_BYTES:
+                fingerprint = None
             if fingerprint is not None:
                 # The rules' answer is a function of the fingerprint here: most agent spans
                 # repeat one of a few, and are then neither parsed nor tried against the rules.

@@ -367,7 +367,21 @@ class ScopeFilter:
 
 
 _UNKNOWN = object()
+# Remembered answers and scope filters are keyed by text that comes from spans: only short keys
+# are remembered, so that a client sending huge names or values cannot make the caches big.
+MAX_REMEMBERED_TEXT = 1024
 _RESOURCE_MATCH = object()  # identify_span's answer was its resource's match
+
+
+def _text_size(key: tuple) -> int:
+    """The length of the text in a cache key of strings, Nones, numbers and such tuples."""
+    size = 0
+    for part in key:
+        if isinstance(part, str):
+            size += len(part)
+        elif isinstance(part, tuple):
+            size += _text_size(part)
+    return size
 
 
 def _text(value: Any) -> str | None:
@@ -492,9 +506,11 @@ class RuleSet:
         context = (scope_name, tuple(_text(resource_attrs.get(key)) for key in self._read_resource_keys))
         found = self._scope_filters.get(context)
         if found is None:
-            if len(self._scope_filters) >= 1024:
-                self._scope_filters.clear()
-            found = self._scope_filters[context] = self._new_scope_filter(resource_attrs, scope_name)
+            found = self._new_scope_filter(resource_attrs, scope_name)
+            if _text_size(context) <= MAX_REMEMBERED_TEXT:
+                if len(self._scope_filters) >= 1024:
+                    self._scope_filters.clear()
+                self._scope_filters[context] = found
         return found
 
     def _new_scope_filter(self, resource_attrs: Mapping[str, Any], scope_name: str) -> ScopeFilter:
@@ -566,7 +582,7 @@ class RuleSet:
             if identification is not None:
                 found = identification
                 break
-        if scope is not None:
+        if scope is not None and _text_size(answer_key) <= MAX_REMEMBERED_TEXT:
             if len(scope.answers) >= 10_000:  # values come from spans: keep the memory bounded
                 scope.answers.clear()
             scope.answers[answer_key] = found

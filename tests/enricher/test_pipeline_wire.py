@@ -31,7 +31,7 @@ from enricher.attribute import TraceAttributor
 from enricher.identify.rules import load_rules
 from enricher.journal import Journal
 from enricher.metrics import EnricherMetrics
-from enricher.pipeline import RUN_ANNOUNCE_KEY, Pipeline, scanner_for
+from enricher.pipeline import RUN_ANNOUNCE_KEY, Overloaded, Pipeline, scanner_for
 from enricher.receive import scan
 from enricher.receive.decode import InvalidPayload, decode_protobuf
 from registry_api.store import AgentIdentity, AgentStore, create_registry_engine
@@ -345,3 +345,49 @@ def test_a_request_with_nothing_to_change_is_forwarded_as_received(store, tmp_pa
     payload = request.SerializeToString() + UNKNOWN_FIELDS[0]
     twin.feed(1, payload)
     assert sent == [payload]  # the very bytes received: nothing decoded, nothing re-encoded
+
+
+def test_huge_names_and_values_are_not_remembered(store, tmp_path) -> None:
+    """Remembered rule answers are keyed by span text: a client sending huge names must not be
+    able to grow the caches (their entry counts are bounded, their keys' sizes must be too)."""
+    twin = Twin(store, tmp_path / "journal", native=True)
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for n in range(8):
+        scope.spans.add(trace_id=TRACES[0], span_id=SPAN_IDS[n], name="x" * 65536 + str(n), attributes=[
+            KeyValue(key="gen_ai.agent.name", value=AnyValue(string_value="y" * 65536 + str(n)))])
+    twin.feed(1, request.SerializeToString())
+    assert twin.pipeline.scanner.declined == 0
+    assert twin.pipeline._outcomes == {}
+    remembered = [key for filter_ in twin.pipeline._rules._scope_filters.values() for key in filter_.answers]
+    assert all(len(repr(key)) < 4096 for key in remembered)
+    # The spans were still identified: each names its own agent.
+    assert len(twin.sink.batches) == 1
+
+
+def test_waiting_requests_are_bounded_by_their_spans_too(store, tmp_path) -> None:
+    """Requests wait for the worker scanned (a few hundred bytes a span besides the payload), so
+    besides the count of waiting requests their spans are bounded: beyond, clients are pushed back."""
+    twin = Twin(store, tmp_path / "journal", native=True)
+    pipeline = twin.pipeline
+    pipeline._max_waiting_spans = 10
+
+    def scanned(count: int):
+        request = ExportTraceServiceRequest()
+        scope = request.resource_spans.add().scope_spans.add()
+        for n in range(count):
+            scope.spans.add(trace_id=TRACES[0], span_id=bytes([n + 1]) * 8, name="GET /")
+        return pipeline.scanner.scan(request.SerializeToString())
+
+    pipeline.submit(scanned(20))  # alone, a request over the budget is taken
+    with pytest.raises(Overloaded, match="spans"):
+        pipeline.submit(scanned(1))
+    pipeline._drain_queue()  # the worker takes what waits
+    pipeline.submit(scanned(6))
+    with pytest.raises(Overloaded, match="spans"):
+        pipeline.submit(scanned(6))
+    pipeline.submit(scanned(4))
+    pipeline._drain_queue()
+    assert pipeline._waiting_spans == 0
+    assert sum(count for _, count in twin.sink.batches) == 30
+    twin.close()
