@@ -196,12 +196,15 @@ def test_monitoring_toggle_needs_the_api_key(agentmon, page) -> None:
     expect(page.locator("#runs")).to_contain_text("No runs in this time range")
     page.get_by_label("API key").fill("wrong")
     expect(toggle).to_be_enabled()
-    toggle.uncheck()
+    # click(), not uncheck(): the page puts the switch back as soon as the API refuses the key,
+    # which can be before uncheck() looks, and uncheck() then fails on a state that is right.
+    toggle.click()
     expect(page.locator("#toggle-note")).to_have_text("The API key was not accepted.")
     expect(toggle).to_be_checked()
     assert api.client.get(f"/agents/{agent['id']}").json()["monitoring_enabled"] is True
     page.get_by_label("API key").fill(API_KEY)
-    toggle.uncheck()
+    toggle.click()
+    expect(toggle).not_to_be_checked()
     expect(page.locator("[data-field=monitoring]")).to_have_text("off")
     assert api.client.get(f"/agents/{agent['id']}").json()["monitoring_enabled"] is False
 
