@@ -63,7 +63,13 @@ def _enricher_flags() -> argparse.ArgumentParser:
         "--forward-otlp",
         dest="otlp_forward_endpoint",
         metavar="HOST:PORT",
-        help="downstream OTLP/gRPC collector to forward stamped spans to [AGENTMON_OTLP_FORWARD_ENDPOINT]",
+        help="downstream collector to forward stamped spans to [AGENTMON_OTLP_FORWARD_ENDPOINT]",
+    )
+    parent.add_argument(
+        "--forward-protocol",
+        dest="otlp_forward_protocol",
+        choices=("grpc", "http/protobuf"),
+        help="OTLP protocol of --forward-otlp [AGENTMON_OTLP_FORWARD_PROTOCOL, default grpc]",
     )
     parent.add_argument(
         "--clickhouse-url",

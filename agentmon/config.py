@@ -8,7 +8,7 @@ Every setting comes from (highest precedence first) a command-line flag, an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,10 +80,16 @@ class Settings(BaseSettings):
     # ---- enricher: forwarding ----------------------------------------------------
     otlp_forward_endpoint: str | None = Field(
         default=None,
-        description="host:port of the downstream OTLP/gRPC collector (the stock otelcol-contrib).",
+        description="The downstream collector (the stock otelcol-contrib): host:port for OTLP/gRPC; "
+        "host:port or a URL for OTLP/HTTP (a URL without a path gets /v1/traces).",
+    )
+    otlp_forward_protocol: Literal["grpc", "http/protobuf"] = Field(
+        default="grpc",
+        description="grpc, or http/protobuf: with gzip, http/protobuf costs about a tenth of the CPU "
+        "(docs/PERFORMANCE.md).",
     )
     otlp_forward_insecure: bool = Field(default=True, description="Forward without TLS.")
-    otlp_forward_compression: str = Field(default="gzip", description="gzip or none.")
+    otlp_forward_compression: Literal["gzip", "none"] = Field(default="gzip", description="gzip or none.")
     otlp_forward_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
     # ---- storage and stats -----------------------------------------------------------

@@ -1,8 +1,11 @@
 """The enricher next to two references under the same load and the same sink:
 
-- ``enricher``: `agentmon enricher` forwarding over OTLP/gRPC (gzip) to the sink;
-- ``rotel``: the rotel collector (Rust, PyPI package `rotel`) forwarding over OTLP/gRPC (gzip) to the sink;
+- ``enricher``: `agentmon enricher` forwarding over OTLP (gzip) to the sink;
+- ``rotel``: the rotel collector (Rust, PyPI package `rotel`) forwarding over OTLP (gzip) to the sink;
 - ``null``: a Python grpcio receiver that acknowledges and drops (the ceiling of the load generator).
+
+``--protocol`` is what the targets forward over: ``grpc`` (to a null grpcio sink) or ``http``
+(OTLP/HTTP protobuf, to a null http.server sink that un-gzips). Both targets use the same one.
 
 Every target runs in its own process and gets the same requests of 512 realistic spans
 (bench/workload.py) from the same load generator, 8 in flight. Run by hand:
@@ -14,7 +17,9 @@ Prints one line per target and round: spans/s, p50/p99 Export latency, the targe
 the target's CPU time per request (user + system, all its threads: on this 2-core machine the
 targets are CPU-bound, so this says where the spans/s go). ``--compression none`` makes both
 forwarders send uncompressed, to separate the cost of gzip (grpc's, in the enricher) from the
-rest.
+rest. Beware: rotel 0.0.1a15 ignores it and gzips anyway (about 27 KB on the wire per 220 KB
+request, measured with a byte-counting proxy), so ``none`` compares an uncompressing enricher
+with a compressing rotel.
 """
 
 from __future__ import annotations
@@ -34,12 +39,14 @@ from bench.workload import make_requests  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_sink(port: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-                             f"from bench.enricher_throughput import run_null_sink; run_null_sink({port})"])
-
-
 COMPRESSION = "gzip"  # of what the targets forward; set from --compression
+PROTOCOL = "grpc"  # what the targets forward over, and what the sink serves; set from --protocol
+
+
+def start_sink(port: int, protocol: str = "grpc") -> subprocess.Popen:
+    sink = "run_null_http_sink" if protocol == "http" else "run_null_sink"
+    return subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+                             f"from bench.enricher_throughput import {sink}; {sink}({port})"])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -50,7 +57,8 @@ def cpu_seconds(pid: int) -> float:
 def start_enricher(grpc_port: int, sink_port: int) -> subprocess.Popen:
     data = Path(tempfile.mkdtemp(prefix="agentmon-bench-"))
     env = {**os.environ, "AGENTMON_DATA_DIR": str(data), "AGENTMON_LOG_LEVEL": "warning",
-           "AGENTMON_OTLP_FORWARD_COMPRESSION": COMPRESSION}
+           "AGENTMON_OTLP_FORWARD_COMPRESSION": COMPRESSION,
+           "AGENTMON_OTLP_FORWARD_PROTOCOL": "http/protobuf" if PROTOCOL == "http" else "grpc"}
     subprocess.run([sys.executable, "-m", "agentmon.cli", "migrate"], env=env, check=True, capture_output=True)
     return subprocess.Popen(
         [sys.executable, "-m", "agentmon.cli", "enricher", "--grpc-port", str(grpc_port),
@@ -69,12 +77,13 @@ def start_rotel(grpc_port: int, sink_port: int) -> subprocess.Popen:
     return subprocess.Popen(
         [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
          "--otlp-http-endpoint", f"127.0.0.1:{free_port()}", "--exporter", "otlp",
-         "--otlp-exporter-endpoint", f"http://127.0.0.1:{sink_port}", "--otlp-exporter-compression", COMPRESSION],
+         "--otlp-exporter-endpoint", f"http://127.0.0.1:{sink_port}", "--otlp-exporter-compression", COMPRESSION,
+         "--otlp-exporter-protocol", PROTOCOL],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def start_null(grpc_port: int, _sink_port: int) -> subprocess.Popen:
-    return start_sink(grpc_port)
+    return start_sink(grpc_port, "grpc")  # it stands in for a target: it receives gRPC
 
 
 TARGETS = {"enricher": start_enricher, "rotel": start_rotel, "null": start_null}
@@ -82,7 +91,7 @@ TARGETS = {"enricher": start_enricher, "rotel": start_rotel, "null": start_null}
 
 def run(target: str, payloads: list[bytes], inflight: int, spans: int) -> dict:
     sink_port, grpc_port = free_port(), free_port()
-    sink = start_sink(sink_port)
+    sink = start_sink(sink_port, PROTOCOL)
     process = TARGETS[target](grpc_port, sink_port)
     try:
         wait_port(sink_port)
@@ -111,14 +120,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--targets", default="enricher,rotel,null")
     parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     args = parser.parse_args()
-    global COMPRESSION
-    COMPRESSION = args.compression
+    global COMPRESSION, PROTOCOL
+    COMPRESSION, PROTOCOL = args.compression, args.protocol
     payloads = make_requests(args.requests, args.spans)
     for round_number in range(1, args.rounds + 1):
         for target in args.targets.split(","):
             result = run(target, payloads, args.inflight, args.spans)
-            print(f"round={round_number} target={target} " + " ".join(
+            print(f"round={round_number} target={target} protocol={PROTOCOL} " + " ".join(
                 f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()), flush=True)
 
 

@@ -47,6 +47,31 @@ def run_null_sink(port: int) -> None:
     server.wait_for_termination()
 
 
+def run_null_http_sink(port: int) -> None:
+    """An OTLP/HTTP receiver (POST /v1/traces) that un-gzips and drops, like run_null_sink's grpc
+    core does; any other path gets 404 so that a misdirected target shows up as failures."""
+    import zlib
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.headers.get("Content-Encoding") == "gzip":
+                zlib.decompress(body, 47)
+            self.send_response(200 if self.path == "/v1/traces" else 404)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
 def wait_port(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -3,6 +3,7 @@ and its CPU time per request (all threads of this process: grpc's compression ru
 
     .venv/bin/python bench/forwarder_throughput.py --compression gzip --in-flight 2
     .venv/bin/python bench/forwarder_throughput.py --compression none --in-flight 2
+    .venv/bin/python bench/forwarder_throughput.py --protocol http --compression gzip
 
 It shows what forwarding costs apart from the rest of the enricher: with gzip, grpc's own zlib
 dominates (docs/PERFORMANCE.md).
@@ -22,6 +23,7 @@ from bench.enricher_throughput import free_port, wait_port  # noqa: E402
 from bench.workload import make_requests  # noqa: E402
 from enricher.export.base import ExportBatch  # noqa: E402
 from enricher.export.otlp import OtlpGrpcForwarder  # noqa: E402
+from enricher.export.otlp_http import OtlpHttpForwarder  # noqa: E402
 from enricher.metrics import EnricherMetrics  # noqa: E402
 
 
@@ -31,13 +33,15 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=512)
     parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
     parser.add_argument("--in-flight", type=int, default=2)
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
     args = parser.parse_args()
     payloads = make_requests(50, args.spans)
     port = free_port()
-    sink = start_sink(port)
+    sink = start_sink(port, args.protocol)
     try:
         wait_port(port)
-        forwarder = OtlpGrpcForwarder(f"127.0.0.1:{port}", metrics=EnricherMetrics(), compression=args.compression,
+        kind = OtlpHttpForwarder if args.protocol == "http" else OtlpGrpcForwarder
+        forwarder = kind(f"127.0.0.1:{port}", metrics=EnricherMetrics(), compression=args.compression,
                                       max_in_flight=args.in_flight)
         delivered = threading.Semaphore(0)
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -48,7 +52,7 @@ def main() -> None:
             delivered.acquire()
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         forwarder.shutdown(5)
-        print(f"compression={args.compression} in_flight={args.in_flight} requests_per_s={args.requests / seconds:.0f} "
+        print(f"protocol={args.protocol} compression={args.compression} in_flight={args.in_flight} requests_per_s={args.requests / seconds:.0f} "
               f"spans_per_s={args.requests * args.spans / seconds:.0f} cpu_ms_per_request={cpu / args.requests * 1000:.2f}")
     finally:
         sink.terminate()

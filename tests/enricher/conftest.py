@@ -39,7 +39,7 @@ def start_enricher(tmp_path: Path, collector: OtlpTestSink) -> Iterator[Callable
             registry_url=url,
             grpc_port=0,
             http_port=0,
-            otlp_forward_endpoint=collector.endpoint,
+            otlp_forward_endpoint=overrides.pop("otlp_forward_endpoint", collector.endpoint),
             registry_refresh_seconds=0.2,
             hold_seconds=overrides.pop("hold_seconds", 3.0),
             **overrides,

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from registry_api.store import AgentIdentity
 from tests.enricher.conftest import stamped, tracer_provider, wait_until
+from tests.support.otlp_http_sink import OtlpHttpTestSink
 
 FLOW_ID = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
 CHATFLOW_ID = "9b2d5c1e-0f4a-4c3b-8e7d-1a2b3c4d5e6f"
@@ -51,6 +52,23 @@ def test_openinference_agent_over_http(start_enricher, collector) -> None:
     got = stamped(collector)
     assert {got[name]["metadata.agent_name"] for name in ("research", "ChatOpenAI", "search")} == {"researcher"}
     assert len({got[name]["metadata.agent_id"] for name in got}) == 1
+
+
+def test_forwarding_over_otlp_http_with_gzip(start_enricher) -> None:
+    with OtlpHttpTestSink() as http_collector:
+        enricher = start_enricher(otlp_forward_endpoint=f"http://{http_collector.endpoint}",
+                                  otlp_forward_protocol="http/protobuf")
+        tracer = tracer_provider(enricher).get_tracer("app")
+        with tracer.start_as_current_span("invoke_agent triage", attributes={
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "triage"}):
+            with tracer.start_as_current_span("chat gpt-4o", attributes={"gen_ai.operation.name": "chat"}):
+                pass
+        assert http_collector.wait_for_spans(2, 10)
+        got = stamped(http_collector)
+        assert got["chat gpt-4o"]["metadata.agent_id"] == got["invoke_agent triage"]["metadata.agent_id"] == (
+            AgentIdentity(name="triage").agent_id
+        )
+        assert set(http_collector.content_encodings) == {"gzip"}
 
 
 def test_litellm_span_with_requester_metadata_joins_the_agent_of_its_parent_trace(start_enricher, collector) -> None:

@@ -205,19 +205,36 @@ class OtlpTestSink(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(  # noqa: N802 (generated gRPC method name)
         self, request: ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> ExportTraceServiceResponse:
+        answer = self._answer(request, context.is_active)
+        if not isinstance(answer, tuple):
+            return answer
+        code, message, retry_delay = answer
+        if retry_delay is not None:
+            context.set_trailing_metadata([("grpc-status-details-bin", _status_details(code, message, retry_delay))])
+        context.abort(code, message)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    def _answer(
+        self, request: ExportTraceServiceRequest, is_active: Callable[[], bool]
+    ) -> ExportTraceServiceResponse | tuple[grpc.StatusCode, str, float | None]:
+        """Hold while paused, then record ``request`` and answer it, or fail as told.
+
+        Shared by the gRPC service and the OTLP/HTTP one (tests/support/otlp_http_sink.py).
+        A request whose client went away (``is_active()`` false) gets an empty answer and
+        is not recorded, like one a crashing collector never finished."""
         with self._cond:
             self.attempts += 1
             self.pending += 1
             self._cond.notify_all()
         try:
             while not self._open.wait(0.05):
-                if not context.is_active():
+                if not is_active():
                     return ExportTraceServiceResponse()
         finally:
             with self._cond:
                 self.pending -= 1
                 self._cond.notify_all()
-        if not context.is_active():  # cancelled while held (client gave up, or stop())
+        if not is_active():  # cancelled while held (client gave up, or stop())
             return ExportTraceServiceResponse()
         with self._cond:
             failure = self._take_failure()
@@ -234,11 +251,7 @@ class OtlpTestSink(trace_service_pb2_grpc.TraceServiceServicer):
                 self._cond.notify_all()
                 return response
             self._cond.notify_all()
-        code, message, retry_delay = failure
-        if retry_delay is not None:
-            context.set_trailing_metadata([("grpc-status-details-bin", _status_details(code, message, retry_delay))])
-        context.abort(code, message)
-        raise AssertionError("unreachable")  # context.abort raises
+        return failure
 
     def _take_failure(self) -> tuple[grpc.StatusCode, str, float | None] | None:
         if self._fail_code is None:

@@ -1,0 +1,217 @@
+"""Forwarding spans to a downstream collector over OTLP/HTTP (binary protobuf, POST /v1/traces).
+
+The queue, retries and shutdown are QueuedForwarder's; this module sends one request and
+reads the answer as the OTLP specification says for HTTP: 200 is success (with an optional
+partial_success), 429, 502, 503 and 504 are retried (honouring Retry-After), every other
+status is permanent.
+
+Why a second protocol: with gzip, the gRPC forwarder pays for grpc's own zlib at its default
+level, about 2 ms of CPU for a 220 KB request, and grpcio cannot send a message compressed
+beforehand. Here the request is gzipped by ISA-L (the ``isal`` package) at its level 1, in
+about 0.15 ms and to the same size as zlib's level 6 on OTLP, outside the GIL. Each sender
+thread keeps one keep-alive connection (stdlib http.client: the cheapest client per request
+measured, 0.11 ms of CPU against urllib3's 0.21 ms).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import logging
+import socket
+import ssl
+import threading
+import time
+from urllib.parse import urlsplit
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from enricher.export.forwarder import Attempt, QueuedForwarder
+from enricher.metrics import EnricherMetrics
+
+try:  # ISA-L's deflate: a well-kept binding (python-isal), about 6x faster than zlib here
+    from isal import isal_zlib as _deflate
+
+    _GZIP_LEVEL = 1
+except ImportError:  # pragma: no cover - wheels exist for the usual platforms; zlib works everywhere
+    import zlib as _deflate
+
+    _GZIP_LEVEL = 1
+
+try:  # googleapis-common-protos: only needed to read the message of a refusal
+    from google.rpc import status_pb2
+except ImportError:  # pragma: no cover
+    status_pb2 = None
+
+log = logging.getLogger(__name__)
+
+TRACES_PATH = "/v1/traces"
+# The OTLP specification's retryable statuses for HTTP ("Failures" / "Retryable Response Codes").
+_RETRYABLE = frozenset({429, 502, 503, 504})
+# Responses are small (an ExportTraceServiceResponse or a google.rpc.Status); a bigger body is
+# not read, and its connection is not reused.
+_MAX_RESPONSE_BYTES = 1024 * 1024
+_GZIP_WBITS = 31  # deflate inside a gzip wrapper
+
+
+def gzip_compress(payload: bytes) -> bytes:
+    return _deflate.compress(payload, _GZIP_LEVEL, wbits=_GZIP_WBITS)
+
+
+def traces_url(endpoint: str, *, insecure: bool = True) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path) for ``endpoint``: ``host:port`` or a URL.
+
+    As with OTEL_EXPORTER_OTLP_ENDPOINT, a URL without a path gets ``/v1/traces``; a URL with
+    one is used as it is (like OTEL_EXPORTER_OTLP_TRACES_ENDPOINT).
+    """
+    if "://" not in endpoint:
+        endpoint = f"{'http' if insecure else 'https'}://{endpoint}"
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"OTLP/HTTP endpoint must be host:port or an http(s) URL, not {endpoint!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 4318)
+    path = parts.path if parts.path not in ("", "/") else TRACES_PATH
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    return parts.scheme, parts.hostname, port, path
+
+
+class OtlpHttpForwarder(QueuedForwarder):
+    """A SpanSink that POSTs batches to an OTLP/HTTP trace receiver (``host:port`` or a URL)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        metrics: EnricherMetrics,
+        insecure: bool = True,
+        compression: str = "gzip",
+        timeout: float = 10.0,
+        max_queue_batches: int = 64,
+        max_request_bytes: int = 4 * 1024 * 1024,
+        max_in_flight: int = 2,
+        initial_backoff: float = 0.5,
+        max_backoff: float = 10.0,
+        name: str = "otlp",
+    ) -> None:
+        if compression not in ("gzip", "none"):
+            raise ValueError(f"compression must be 'gzip' or 'none', not {compression!r}")
+        self._scheme, self._host, self._port, self._path = traces_url(endpoint, insecure=insecure)
+        super().__init__(
+            f"{self._scheme}://{self._host}:{self._port}{self._path}", metrics=metrics,
+            max_queue_batches=max_queue_batches, max_request_bytes=max_request_bytes, max_in_flight=max_in_flight,
+            initial_backoff=initial_backoff, max_backoff=max_backoff, name=name,
+        )
+        self._timeout = timeout
+        self._gzip = compression == "gzip"
+        self._headers = {"Content-Type": "application/x-protobuf", "User-Agent": "agentmon-enricher"}
+        if self._gzip:
+            self._headers["Content-Encoding"] = "gzip"
+        self._tls = ssl.create_default_context() if self._scheme == "https" else None
+        self._local = threading.local()  # each sender thread's connection
+        self._connections_lock = threading.Lock()
+        self._connections: set[http.client.HTTPConnection] = set()
+        self._start_senders()
+
+    # ---- one request ------------------------------------------------------------------
+    def _attempt(self, payload: bytes) -> Attempt:
+        body = gzip_compress(payload) if self._gzip else payload
+        connection, reused = self._connection()
+        try:
+            status, headers, data = self._post(connection, body)
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            self._drop(connection)
+            if not reused or self._stopped.is_set():
+                raise
+            # The collector closed an idle keep-alive connection as we reused it: one more try
+            # on a new connection is not a failure of the collector.
+            connection, _ = self._connection()
+            try:
+                status, headers, data = self._post(connection, body)
+            except BaseException:
+                self._drop(connection)
+                raise
+        except BaseException:
+            self._drop(connection)
+            raise
+        if 200 <= status < 300:
+            try:
+                partial = ExportTraceServiceResponse.FromString(data).partial_success
+            except Exception:  # an empty or non-protobuf body: the request was still taken
+                return Attempt("accepted")
+            return Attempt("accepted", partial.error_message, rejected=partial.rejected_spans)
+        reason = f"HTTP {status}: {_message(headers, data)}"
+        if status in _RETRYABLE:
+            return Attempt("retry", reason, retry_after=_retry_after(headers.get("Retry-After")))
+        return Attempt("refused", reason)
+
+    def _post(self, connection: http.client.HTTPConnection, body: bytes) -> tuple[int, http.client.HTTPMessage, bytes]:
+        connection.request("POST", self._path, body=body, headers=self._headers)
+        response = connection.getresponse()
+        data = response.read(_MAX_RESPONSE_BYTES + 1)
+        if len(data) > _MAX_RESPONSE_BYTES or not response.isclosed() or response.will_close:
+            self._drop(connection)  # unread or closing: the connection cannot carry another request
+        return response.status, response.headers, data[:_MAX_RESPONSE_BYTES]
+
+    # ---- connections ------------------------------------------------------------------
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection and whether it has carried a request before."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection, True
+        if self._tls is not None:
+            connection = http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout,
+                                                     context=self._tls)
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        with self._connections_lock:
+            if self._stopped.is_set():
+                raise ConnectionAbortedError("forwarder is shut down")
+            self._connections.add(connection)
+        self._local.connection = connection
+        return connection, False
+
+    def _drop(self, connection: http.client.HTTPConnection) -> None:
+        if getattr(self._local, "connection", None) is connection:
+            self._local.connection = None
+        with self._connections_lock:
+            self._connections.discard(connection)
+        connection.close()
+
+    def _close(self) -> None:
+        with self._connections_lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            # shutdown() wakes a sender blocked in send or recv on another thread; close()
+            # alone would leave it waiting for its timeout.
+            sock = connection.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            connection.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds: delay-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _message(headers: http.client.HTTPMessage, data: bytes) -> str:
+    """The refusal's message: a google.rpc.Status when the body is protobuf, else its text."""
+    if status_pb2 is not None and "protobuf" in (headers.get("Content-Type") or ""):
+        try:
+            return status_pb2.Status.FromString(data).message or "(no message)"
+        except Exception:
+            pass
+    return data[:200].decode("utf-8", "replace") or "(no body)"
