@@ -16,6 +16,7 @@ from enricher.agents import AgentDirectory
 from enricher.attribute import TraceAttributor
 from enricher.export.base import SpanSink
 from enricher.export.otlp import OtlpGrpcForwarder
+from enricher.export.otlp_http import OtlpHttpForwarder
 from enricher.identify.rules import load_rules
 from enricher.journal import Journal
 from enricher.metrics import EnricherMetrics
@@ -50,8 +51,9 @@ def sinks_from(settings: Settings, metrics: EnricherMetrics) -> list[SpanSink]:
             )
         )
     if settings.otlp_forward_endpoint:
+        forwarder = OtlpHttpForwarder if settings.otlp_forward_protocol == "http/protobuf" else OtlpGrpcForwarder
         sinks.append(
-            OtlpGrpcForwarder(
+            forwarder(
                 settings.otlp_forward_endpoint,
                 metrics=metrics,
                 insecure=settings.otlp_forward_insecure,
