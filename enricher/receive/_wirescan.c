@@ -560,33 +560,38 @@ static int append_new(PyObject *list, PyObject *item) {
     return result;
 }
 
-/* (resources, ids, fields, starts, ends, hits, links, fingerprints or None). */
+/* (resources, ids, positions, hits, links, fingerprints or None). ``positions`` is bytes: each
+ * span's field start, then each span's first byte, then each span's end, as native int64 (one
+ * object where lists would take three ints a span to make, and rewrite to read back). */
 static PyObject *build(const walk *w, int want_fingerprints) {
     const unsigned char *base = w->base;
+    Py_ssize_t count = w->spans.count;
     PyObject *result = NULL, *empty = PyBytes_FromStringAndSize(NULL, 0);
-    PyObject *resources = PyList_New(0), *ids = PyList_New(w->spans.count), *fields = PyList_New(w->spans.count);
-    PyObject *starts = PyList_New(w->spans.count), *ends = PyList_New(w->spans.count);
+    PyObject *resources = PyList_New(0), *ids = PyList_New(count);
+    PyObject *positions = PyBytes_FromStringAndSize(NULL, 3 * count * (Py_ssize_t)sizeof(long long));
     PyObject *hits = PyDict_New(), *links = PyDict_New(), *fingerprints = want_fingerprints ? PyDict_New() : Py_None;
+    PyObject *trace = NULL; /* the last span's trace id: spans of a trace usually come together */
     if (fingerprints == Py_None) Py_INCREF(Py_None);
-    if (!empty || !resources || !ids || !fields || !starts || !ends || !hits || !links || !fingerprints) goto done;
+    if (!empty || !resources || !ids || !positions || !hits || !links || !fingerprints) goto done;
+    long long *fields = (long long *)PyBytes_AS_STRING(positions), *starts = fields + count, *ends = starts + count;
     const span_rec *spans = w->spans.items;
-    for (Py_ssize_t i = 0; i < w->spans.count; i++) {
+    for (Py_ssize_t i = 0; i < count; i++) {
         const span_rec *rec = &spans[i];
-        PyObject *trace = PyBytes_FromStringAndSize((const char *)base + rec->trace, 16);
+        if (trace == NULL || memcmp(PyBytes_AS_STRING(trace), base + rec->trace, 16) != 0) {
+            Py_XDECREF(trace);
+            trace = PyBytes_FromStringAndSize((const char *)base + rec->trace, 16);
+            if (trace == NULL) goto done;
+        }
         PyObject *span = PyBytes_FromStringAndSize((const char *)base + rec->span, 8);
         PyObject *parent = rec->parent < 0 ? (Py_INCREF(empty), empty) : PyBytes_FromStringAndSize((const char *)base + rec->parent, 8);
-        PyObject *triple = trace && span && parent ? PyTuple_Pack(3, trace, span, parent) : NULL;
-        Py_XDECREF(trace);
+        PyObject *triple = span && parent ? PyTuple_Pack(3, trace, span, parent) : NULL;
         Py_XDECREF(span);
         Py_XDECREF(parent);
         if (triple == NULL) goto done;
         PyList_SET_ITEM(ids, i, triple);
-        PyObject *field_start = PyLong_FromSsize_t(rec->field), *start = PyLong_FromSsize_t(rec->start);
-        PyObject *end = PyLong_FromSsize_t(rec->end);
-        if (field_start) PyList_SET_ITEM(fields, i, field_start);
-        if (start) PyList_SET_ITEM(starts, i, start);
-        if (end) PyList_SET_ITEM(ends, i, end);
-        if (!field_start || !start || !end) goto done;
+        fields[i] = rec->field;
+        starts[i] = rec->start;
+        ends[i] = rec->end;
         if (rec->mask) {
             if (set_item(hits, i, PyLong_FromUnsignedLongLong(rec->mask)) < 0) goto done;
             if (want_fingerprints && !rec->too_many_parts && set_item(fingerprints, i, fingerprint(w, rec)) < 0) goto done;
@@ -613,14 +618,13 @@ static PyObject *build(const walk *w, int want_fingerprints) {
                                                 scopes)) < 0)
             goto done;
     }
-    result = PyTuple_Pack(8, resources, ids, fields, starts, ends, hits, links, fingerprints);
+    result = PyTuple_Pack(6, resources, ids, positions, hits, links, fingerprints);
 done:
+    Py_XDECREF(trace);
     Py_XDECREF(empty);
     Py_XDECREF(resources);
     Py_XDECREF(ids);
-    Py_XDECREF(fields);
-    Py_XDECREF(starts);
-    Py_XDECREF(ends);
+    Py_XDECREF(positions);
     Py_XDECREF(hits);
     Py_XDECREF(links);
     Py_XDECREF(fingerprints);
@@ -677,16 +681,6 @@ static int read_ints(PyObject *tuple, Py_ssize_t count, Py_ssize_t extra, Py_ssi
     return 1;
 }
 
-static int get_ssize(PyObject *sequence, Py_ssize_t index, Py_ssize_t *out) {
-    PyObject *item = PySequence_Fast_GET_ITEM(sequence, index);
-    if (!PyLong_CheckExact(item)) {
-        PyErr_SetString(PyExc_TypeError, "span positions are ints");
-        return 0;
-    }
-    *out = PyLong_AsSsize_t(item);
-    return !(*out == -1 && PyErr_Occurred());
-}
-
 /* The new body length of a scope with edits [*k, ...) (those below first + count), or -1. */
 static Py_ssize_t scope_body_size(const scope_pos *sc, PyObject *order, Py_ssize_t k, Py_ssize_t k_end, PyObject *edits,
                                   const Py_ssize_t *fields, const Py_ssize_t *starts, const Py_ssize_t *ends) {
@@ -729,24 +723,24 @@ static unsigned char *write_scope(unsigned char *out, const unsigned char *paylo
     return out + (sc->body_end - copied);
 }
 
-/* rewrite(payload, layout, fields, starts, ends, edits) -> bytes. layout: a list of
+/* rewrite(payload, layout, positions, edits) -> bytes. positions: as scan gives them (each span's
+ * field start, first byte and end, three native int64 blocks). layout: a list of
  * (field_start, body_start, body_end, [(field_start, body_start, body_end, first, count)])
  * per ResourceSpans; edits: span index -> bytes to append, or None to remove. The C twin of
  * enricher.wire.rewrite (tests hold the two equal). */
 static PyObject *rewrite(PyObject *self, PyObject *args) {
-    Py_buffer payload;
-    PyObject *layout, *fields_list, *starts_list, *ends_list, *edits;
-    if (!PyArg_ParseTuple(args, "y*O!O!O!O!O!", &payload, &PyList_Type, &layout, &PyList_Type, &fields_list,
-                          &PyList_Type, &starts_list, &PyList_Type, &ends_list, &PyDict_Type, &edits))
+    Py_buffer payload, packed;
+    PyObject *layout, *edits;
+    if (!PyArg_ParseTuple(args, "y*O!y*O!", &payload, &PyList_Type, &layout, &packed, &PyDict_Type, &edits))
         return NULL;
     PyObject *result = NULL, *order = NULL;
-    Py_ssize_t span_count = PyList_GET_SIZE(fields_list);
+    Py_ssize_t span_count = packed.len / (Py_ssize_t)(3 * sizeof(long long));
     Py_ssize_t *positions = NULL;
     resource_pos *resources = NULL;
     scope_pos *scopes = NULL;
     Py_ssize_t resource_count = PyList_GET_SIZE(layout), scope_count = 0;
-    if (PyList_GET_SIZE(starts_list) != span_count || PyList_GET_SIZE(ends_list) != span_count) {
-        PyErr_SetString(PyExc_ValueError, "fields, starts and ends differ in length");
+    if (packed.len % (Py_ssize_t)(3 * sizeof(long long)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "positions are three int64 a span");
         goto done;
     }
     positions = PyMem_Malloc(sizeof(Py_ssize_t) * (size_t)(3 * span_count + 1));
@@ -756,16 +750,18 @@ static PyObject *rewrite(PyObject *self, PyObject *args) {
         goto done;
     }
     Py_ssize_t *fields = positions, *starts = positions + span_count, *ends = positions + 2 * span_count;
+    for (Py_ssize_t i = 0; i < 3 * span_count; i++) {
+        long long value;
+        memcpy(&value, (const char *)packed.buf + i * (Py_ssize_t)sizeof(value), sizeof(value));
+        positions[i] = (Py_ssize_t)value;
+    }
     for (Py_ssize_t i = 0; i < span_count; i++) {
-        if (!get_ssize(fields_list, i, &fields[i]) || !get_ssize(starts_list, i, &starts[i]) ||
-            !get_ssize(ends_list, i, &ends[i]))
-            goto done;
         if (fields[i] < 0 || fields[i] > starts[i] || starts[i] > ends[i] || ends[i] > payload.len) {
             PyErr_SetString(PyExc_ValueError, "span positions out of range");
             goto done;
         }
     }
-    /* No Python code runs from here on (exact ints and lists only), so the lists keep their sizes. */
+    /* No Python code runs from here on (exact ints and lists only), so the layout keeps its sizes. */
     Py_ssize_t previous_end = 0;
     for (Py_ssize_t r = 0; r < resource_count; r++) {
         PyObject *item = PyList_GET_ITEM(layout, r);
@@ -911,6 +907,7 @@ done:
     PyMem_Free(positions);
     PyMem_Free(resources);
     PyMem_Free(scopes);
+    PyBuffer_Release(&packed);
     PyBuffer_Release(&payload);
     return result;
 }
@@ -1102,7 +1099,7 @@ done:
 static PyMethodDef methods[] = {
     {"compile_schema", compile_schema, METH_VARARGS, "compile_schema(messages, roles) -> schema capsule"},
     {"rewrite", rewrite, METH_VARARGS,
-     "rewrite(payload, layout, fields, starts, ends, edits) -> the payload with spans removed or appended to"},
+     "rewrite(payload, layout, positions, edits) -> the payload with spans removed or appended to"},
     {"scan", scan, METH_VARARGS,
      "scan(payload, schema, keys[, fingerprints]) -> (resources, ids, fields, starts, ends, hits, links, fingerprints), or None to decline"},
     {NULL, NULL, 0, NULL},

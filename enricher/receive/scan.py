@@ -17,7 +17,9 @@ time the C extension is missing and every request takes the Python path: slower,
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import struct
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -32,6 +34,8 @@ except ImportError:  # built without a C compiler: the Python path does everythi
     _wirescan = None
 
 log = logging.getLogger(__name__)
+
+_POSITION = struct.Struct("=q")  # one span position in ScannedRequest.positions
 
 
 @dataclass(slots=True)
@@ -56,6 +60,11 @@ class ResourceScan:
     scopes: list[ScopeScan]
 
 
+def pack_positions(fields: Sequence[int], starts: Sequence[int], ends: Sequence[int]) -> bytes:
+    """Span positions as ScannedRequest keeps them: the three columns as native int64, one after another."""
+    return array("q", [*fields, *starts, *ends]).tobytes()
+
+
 @dataclass(slots=True)
 class ScannedRequest:
     """A valid request and what the pipeline needs of it. Spans are numbered in request
@@ -64,9 +73,9 @@ class ScannedRequest:
     payload: bytes
     resources: list[ResourceScan]
     ids: list[tuple[bytes, bytes, bytes]]  # (trace_id, span_id, parent_span_id) of each span
-    fields: list[int]  # where each span's field (its tag) starts
-    starts: list[int]  # each span's first byte
-    ends: list[int]
+    # Where each span's field (its tag) starts, then each span's first byte, then each span's
+    # end (pack_positions): one bytes object, not three lists of ints a span to make and free.
+    positions: bytes
     hits: dict[int, int]  # span -> bitmask of the scanner's keys among its attribute keys
     links: dict[int, bytes]  # span -> its first link's trace id, for the spans with links
     # span -> its name and the attribute fields (as sent) whose keys the scanner looks for: spans
@@ -77,8 +86,29 @@ class ScannedRequest:
     def span_count(self) -> int:
         return len(self.ids)
 
+    def _column(self, which: int) -> memoryview:
+        count = len(self.ids)
+        return memoryview(self.positions).cast("q")[which * count:(which + 1) * count]
+
+    @property
+    def fields(self) -> memoryview:
+        return self._column(0)
+
+    @property
+    def starts(self) -> memoryview:
+        return self._column(1)
+
+    @property
+    def ends(self) -> memoryview:
+        return self._column(2)
+
     def span_bytes(self, index: int) -> bytes:
-        return self.payload[self.starts[index]:self.ends[index]]
+        count = len(self.ids)
+        if not 0 <= index < count:
+            raise IndexError(f"span {index} of {count}")
+        (start,) = _POSITION.unpack_from(self.positions, 8 * (count + index))
+        (end,) = _POSITION.unpack_from(self.positions, 8 * (2 * count + index))
+        return self.payload[start:end]
 
     def rewrite(self, edits: wire.Edits) -> bytes:
         """The payload with ``edits`` applied (span index -> bytes to append, or None to
@@ -90,7 +120,7 @@ class ScannedRequest:
                                                         for s in r.scopes])
             for r in self.resources
         ]
-        return _wirescan.rewrite(self.payload, layout, self.fields, self.starts, self.ends, edits)
+        return _wirescan.rewrite(self.payload, layout, self.positions, edits)
 
 
 # Field kinds, as _wirescan.c numbers them.
@@ -174,11 +204,11 @@ class RequestScanner:
         if self._schema is not None:
             found = _wirescan.scan(payload, self._schema, self._encoded_keys, self._fingerprints)
             if found is not None:
-                resources, ids, fields, starts, ends, hits, links, fingerprints = found
+                resources, ids, positions, hits, links, fingerprints = found
                 return ScannedRequest(
                     payload,
                     [ResourceScan(*resource[:5], [ScopeScan(*scope) for scope in resource[5]]) for resource in resources],
-                    ids, fields, starts, ends, hits, links, fingerprints or {},
+                    ids, positions, hits, links, fingerprints or {},
                 )
             self.declined += 1
         return self.scan_decoded(payload)
@@ -238,7 +268,7 @@ class RequestScanner:
                 resource_spans.resource.SerializeToString() if resource_spans.HasField("resource") else b"",
                 resource_spans.schema_url, scopes,
             ))
-        return ScannedRequest(payload, resources, ids, fields, starts, ends, hits, links)
+        return ScannedRequest(payload, resources, ids, pack_positions(fields, starts, ends), hits, links)
 
 
 def _layout(request: ExportTraceServiceRequest, payload: bytes) -> list[wire.ResourceLayout] | None:
@@ -258,4 +288,4 @@ def _layout(request: ExportTraceServiceRequest, payload: bytes) -> list[wire.Res
     return resources
 
 
-__all__ = ["RequestScanner", "ResourceScan", "ScannedRequest", "ScopeScan"]
+__all__ = ["RequestScanner", "ResourceScan", "ScannedRequest", "ScopeScan", "pack_positions"]

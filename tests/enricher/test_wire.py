@@ -14,7 +14,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from enricher import wire
 from enricher.receive import scan
 from enricher.receive.decode import InvalidPayload
-from enricher.receive.scan import RequestScanner
+from enricher.receive.scan import RequestScanner, pack_positions
 from tests.enricher.test_pipeline_wire import requests
 
 pytestmark = pytest.mark.skipif(
@@ -64,16 +64,19 @@ def test_c_rewrite_refuses_positions_out_of_range() -> None:
     if scan._wirescan is None:
         pytest.skip("no C scanner")
     with pytest.raises(ValueError):
-        scan._wirescan.rewrite(b"\x0a\x00", [(0, 2, 2, [(0, 2, 2, 0, 1)])], [0], [2], [99], {0: None})
+        scan._wirescan.rewrite(b"\x0a\x00", [(0, 2, 2, [(0, 2, 2, 0, 1)])], pack_positions([0], [2], [99]), {0: None})
     with pytest.raises(ValueError):
-        scan._wirescan.rewrite(b"", [], [], [], [], {3: None})
+        scan._wirescan.rewrite(b"", [], b"", {3: None})
     payload = bytes(64)
     refused = [  # each once crashed the process or raised without an exception set (a review found them)
-        (payload, [(0, 2, 10, [(2, 4, 8, 0, 1)])], [4], [6], [40], {0: b"x"}),  # span ends past its scope
-        (payload, [(-100, 2, 10, [(2, 4, 8, 0, 1)])], [4], [6], [7], {0: b"x"}),  # resource before the payload
-        (payload, [(0, 0, 3, [(0, 0, 0, 0, 1)])], [0], [0], [1], {0: None}),  # a scope's size would go negative
-        (payload, [(0, 2, 10, [(2, 4, 8, 2**62, 2**62)])], [4], [6], [7], {0: None}),  # first + count overflows
-        (payload, [(0, 2, 10, [(2, 4, 8, 0, 1)])], [4], [6], [7], {"0": None}),  # not a span index
+        (payload, [(0, 2, 10, [(2, 4, 8, 0, 1)])], pack_positions([4], [6], [40]), {0: b"x"}),  # span ends past its scope
+        (payload, [(-100, 2, 10, [(2, 4, 8, 0, 1)])], pack_positions([4], [6], [7]), {0: b"x"}),  # resource before the payload
+        (payload, [(0, 0, 3, [(0, 0, 0, 0, 1)])], pack_positions([0], [0], [1]), {0: None}),  # a scope's size would go negative
+        (payload, [(0, 2, 10, [(2, 4, 8, 2**62, 2**62)])], pack_positions([4], [6], [7]), {0: None}),  # first + count overflows
+        (payload, [(0, 2, 10, [(2, 4, 8, 0, 1)])], pack_positions([4], [6], [7]), {"0": None}),  # not a span index
+        (payload, [(0, 2, 10, [(2, 4, 8, 0, 1)])], pack_positions([4], [6], [7])[:-1], {0: None}),  # a position cut short
+        (payload, [(0, 2, 10, [(2, 4, 8, 0, 1)])], pack_positions([-1], [6], [7]), {0: None}),  # before the payload
+        (payload, [(0, 2, 10, [(2, 4, 8, 0, 1)])], [4, 6, 7], {0: None}),  # positions are bytes, not a list
     ]
     for args in refused:
         with pytest.raises((ValueError, TypeError)):
@@ -84,4 +87,4 @@ def test_c_rewrite_refuses_positions_out_of_range() -> None:
             return 0
 
     with pytest.raises(TypeError):
-        scan._wirescan.rewrite(payload, [(0, 2, 10, [(2, 4, 8, Sly(0), 1)])], [4], [6], [7], {0: None})
+        scan._wirescan.rewrite(payload, [(0, 2, 10, [(2, 4, 8, Sly(0), 1)])], pack_positions([4], [6], [7]), {0: None})
