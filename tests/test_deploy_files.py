@@ -304,19 +304,23 @@ def test_compose_collector_has_no_shell_healthcheck(services: dict[str, dict[str
     assert healthcheck is None or healthcheck.get("disable") is True
 
 
-def test_compose_enricher_forwards_to_the_collectors_grpc_receiver(
+def test_compose_enricher_forwards_to_the_collectors_receiver_of_its_protocol(
     services: dict[str, dict[str, Any]], collector: dict[str, Any]
 ) -> None:
     command = _command(services["enricher"])
-    endpoint = _flag_value(command, "--forward-otlp") or _environment(services["enricher"]).get(
-        "AGENTMON_OTLP_FORWARD_ENDPOINT"
-    )
+    environment = _environment(services["enricher"])
+    endpoint = _flag_value(command, "--forward-otlp") or environment.get("AGENTMON_OTLP_FORWARD_ENDPOINT")
     assert endpoint, "the enricher must forward to the collector (--forward-otlp)"
+    protocol = _flag_value(command, "--forward-protocol") or environment.get(
+        "AGENTMON_OTLP_FORWARD_PROTOCOL", _settings_default("otlp_forward_protocol")
+    )
+    assert protocol in ("grpc", "http/protobuf")
     host, port = _host_port(endpoint)
     assert host == COLLECTOR_SERVICE and host in services
     assert "opentelemetry-collector-contrib" in services[host]["image"]
-    _, grpc_port = _host_port(collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"])
-    assert port == grpc_port
+    receiver = "grpc" if protocol == "grpc" else "http"
+    _, receiver_port = _host_port(collector["receivers"]["otlp"]["protocols"][receiver]["endpoint"])
+    assert port == receiver_port, f"{protocol} must go to the collector's {receiver} receiver"
     assert _depends_on(services["enricher"]).get(COLLECTOR_SERVICE) == "service_started"
 
 
