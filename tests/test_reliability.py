@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from registry_api.store.identity import AgentIdentity
 from tests.support.enricher_process import EnricherProcess, RssSampler, migrate
 from tests.support.load_client import LoadClient, received_span_ids, wait_for_delivery, wait_for_spans
+from tests.support.otlp_http_sink import OtlpHttpTestSink
 from tests.support.otlp_sink import OtlpTestSink
 from tests.support.tcp_proxy import TcpProxy
 
@@ -71,14 +72,20 @@ RSS_GROWTH_BOUND = 64 * MiB
 RSS_DRIFT_BOUND = 8 * MiB
 
 
-def test_collector_outage_pushes_back_with_bounded_memory_and_loses_nothing(tmp_path: Path) -> None:
+# The enricher forwards over either protocol (docker-compose.yml uses OTLP/HTTP).
+FORWARDING = {"grpc": OtlpTestSink, "http/protobuf": OtlpHttpTestSink}
+
+
+@pytest.mark.parametrize("protocol", FORWARDING)
+def test_collector_outage_pushes_back_with_bounded_memory_and_loses_nothing(tmp_path: Path, protocol: str) -> None:
     data_dir = tmp_path / "data"
     env = _sqlite_env(data_dir) | {
         "AGENTMON_JOURNAL_MAX_BYTES": str(JOURNAL_MAX_BYTES),
         "AGENTMON_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
         "AGENTMON_HOLD_SECONDS": "2",
+        "AGENTMON_OTLP_FORWARD_PROTOCOL": protocol,
     }
-    with OtlpTestSink() as sink, EnricherProcess(data_dir, forward=sink.endpoint, env=env) as enricher:
+    with FORWARDING[protocol]() as sink, EnricherProcess(data_dir, forward=sink.endpoint, env=env) as enricher:
         startup = enricher.start()
         # SDK-sized requests (the BatchSpanProcessor's 512 spans, about 200 KB): the 4 MiB
         # journal holds some 20 of them, so it is what fills up first.
@@ -145,7 +152,7 @@ def test_collector_outage_pushes_back_with_bounded_memory_and_loses_nothing(tmp_
         "duplicates": sum(count - 1 for span_id, count in received.items() if span_id in acked_ids and count > 1),
         "missing": len(missing),
     }
-    _report("collector outage", figures)
+    _report(f"collector outage ({protocol})", figures)
 
     assert not summary["errors"], summary
     assert not missing, f"{len(missing)} acknowledged spans never reached the collector: {figures}"
