@@ -169,15 +169,20 @@ def test_the_servers_retry_delay_is_honoured(sink, forwarder, metrics):
     assert sample(metrics, "agentmon_export_retries_total") == 1
 
 
-def test_permanent_rejection_fails_the_batch_and_later_batches_still_go(sink, forwarder, metrics):
+# Over HTTP these are 400, 500 and 403 (tests/support/otlp_http_sink.py): none of them is retried.
+@pytest.mark.parametrize(
+    "code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL, grpc.StatusCode.PERMISSION_DENIED]
+)
+def test_permanent_rejection_fails_the_batch_and_later_batches_still_go(sink, forwarder, metrics, code, caplog):
     fwd = forwarder(sink.endpoint)
-    sink.fail_with(grpc.StatusCode.INVALID_ARGUMENT)
+    sink.fail_with(code, message="no such tenant")
     acks = Acks()
     assert fwd.submit(acks.batch(1, 4), timeout=1)
     assert acks.wait([1])
     assert acks.calls[1] == [False]
     assert sample(metrics, "agentmon_spans_failed_total") == 4
     assert sample(metrics, "agentmon_export_retries_total") == 0
+    assert "no such tenant" in caplog.text  # the collector's own message (over HTTP, from the Status body)
 
     sink.clear_failure()
     assert fwd.submit(acks.batch(2), timeout=1)

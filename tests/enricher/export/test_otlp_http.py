@@ -77,19 +77,6 @@ def test_429_502_503_504_are_retried(sink, forwarder, metrics, code):
     assert set(span_ids(sink)) == expected_ids([1])
 
 
-@pytest.mark.parametrize("code", [grpc.StatusCode.INTERNAL, grpc.StatusCode.PERMISSION_DENIED])
-def test_other_statuses_are_permanent(sink, forwarder, metrics, code, caplog):
-    fwd = forwarder(sink.endpoint)
-    sink.fail_with(code, times=1, message="no such tenant")
-    acks = Acks()
-    assert fwd.submit(acks.batch(1, 4), timeout=1)
-    assert acks.wait([1])
-    assert acks.calls[1] == [False]
-    assert sample(metrics, "agentmon_spans_failed_total") == 4
-    assert sample(metrics, "agentmon_export_retries_total") == 0
-    assert "no such tenant" in caplog.text  # the google.rpc.Status message, read from the body
-
-
 def test_a_keep_alive_connection_closed_by_the_collector_is_not_a_failure(sink, forwarder, metrics):
     fwd = forwarder(sink.endpoint, max_in_flight=1)
     acks = Acks()
