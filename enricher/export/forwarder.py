@@ -80,6 +80,7 @@ class QueuedForwarder:
         self._cond = threading.Condition()
         self._queue: deque[ExportBatch] = deque()
         self._in_flight = 0  # batches taken off the queue and not finished yet
+        self._finishing = 0  # senders calling on_done right now (see _finish)
         self._accepting = True
         self._stopped = threading.Event()  # set by shutdown: senders abandon what they hold
         self._failing = False  # for logging an outage once, not once per attempt
@@ -132,14 +133,17 @@ class QueuedForwarder:
             self._cond.notify_all()  # wake submitters blocked on a full queue: they get False
         if not self.force_flush(timeout):
             log.warning("%s: shutting down with undelivered spans; they stay unacknowledged", self.name)
-        self._stopped.set()
-        with self._recovery:
-            self._recovery.notify_all()
         with self._cond:
+            self._stopped.set()
             # Not acknowledged on purpose: the pipeline still has them in its journal.
             self._queue.clear()
             self._depth.set(0)
             self._cond.notify_all()
+            # Acknowledgements already under way finish first (they only touch memory): none
+            # may come after shutdown returns.
+            self._cond.wait_for(lambda: self._finishing == 0, timeout=max(1.0, deadline - time.monotonic()))
+        with self._recovery:
+            self._recovery.notify_all()
         # Closing cuts requests still in flight; their senders see _stopped and drop the
         # batches without on_done.
         self._close()
@@ -195,9 +199,12 @@ class QueuedForwarder:
                 if not self._failing:
                     self._failing = True
                     log.warning("%s: export to %s failed (%s); retrying", self.name, self._endpoint, answer.reason)
-                # Honour the server's hint; bounded so that a bogus one cannot stall us.
-                delay = answer.retry_after
-                self._pause(min(delay, self._max_backoff) if delay is not None else self._backoff(attempt), recoveries)
+                # Honour the server's hint, within bounds: a bogus one must neither stall us nor
+                # (0, or a date in the past) make us resend as fast as the wire allows.
+                delay = self._backoff(attempt)
+                if answer.retry_after is not None:
+                    delay = min(max(answer.retry_after, delay), self._max_backoff)
+                self._pause(delay, recoveries)
                 attempt += 1
                 continue
             if answer.outcome == "refused":
@@ -209,7 +216,7 @@ class QueuedForwarder:
                     return
                 log.error("%s: %s refused %d spans permanently (%s)", self.name, self._endpoint, spans, answer.reason)
                 self._failed.inc(spans)
-                _finish(batches, False)
+                self._finish(batches, False)
                 return
             if self._failing:
                 self._failing = False
@@ -224,8 +231,26 @@ class QueuedForwarder:
                             answer.reason)
                 self._failed.inc(rejected)
             self._forwarded.inc(spans - rejected)
-            _finish(batches, True)
+            self._finish(batches, True)
             return
+
+    def _finish(self, batches: list[ExportBatch], delivered: bool) -> None:
+        """Acknowledge ``batches``, unless shutdown has begun: then the journal replays them.
+        Shutdown waits for acknowledgements under way, so none comes after it returns."""
+        with self._cond:
+            if self._stopped.is_set():
+                return
+            self._finishing += 1
+        try:
+            for batch in batches:
+                try:
+                    batch.on_done(delivered)
+                except Exception:  # a broken callback must not kill the sender or skip the others
+                    log.exception("on_done callback failed")
+        finally:
+            with self._cond:
+                self._finishing -= 1
+                self._cond.notify_all()
 
     def _pause(self, seconds: float, recoveries_seen: int) -> None:
         """Sleep before a retry; cut short by shutdown or by another sender getting through
@@ -241,10 +266,3 @@ class QueuedForwarder:
         ceiling = min(self._max_backoff, self._initial_backoff * 2 ** min(attempt, 32))
         return random.uniform(ceiling / 2, ceiling)
 
-
-def _finish(batches: list[ExportBatch], delivered: bool) -> None:
-    for batch in batches:
-        try:
-            batch.on_done(delivered)
-        except Exception:  # a broken callback must not kill the sender or skip the others
-            log.exception("on_done callback failed")

@@ -120,7 +120,13 @@ class OtlpHttpForwarder(QueuedForwarder):
         try:
             status, headers, data = self._post(connection, body)
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            early = _early_answer(connection)
             self._drop(connection)
+            if early is not None:
+                # The collector answered before taking the whole body (a 413 past its size
+                # limit) and closed: that answer is the verdict, not the broken send.
+                status, headers, data = early
+                return self._verdict(status, headers, data)
             if not reused or self._stopped.is_set():
                 raise
             # The collector closed an idle keep-alive connection as we reused it: one more try
@@ -134,6 +140,10 @@ class OtlpHttpForwarder(QueuedForwarder):
         except BaseException:
             self._drop(connection)
             raise
+        return self._verdict(status, headers, data)
+
+    @staticmethod
+    def _verdict(status: int, headers: http.client.HTTPMessage, data: bytes) -> Attempt:
         if 200 <= status < 300:
             try:
                 partial = ExportTraceServiceResponse.FromString(data).partial_success
@@ -164,8 +174,13 @@ class OtlpHttpForwarder(QueuedForwarder):
                                                      context=self._tls)
         else:
             connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        connection.connect()
+        # Never reconnect behind our back: once _close() has closed it, a send on it must fail
+        # rather than open an untracked socket that shutdown cannot cut.
+        connection.auto_open = 0
         with self._connections_lock:
             if self._stopped.is_set():
+                connection.close()
                 raise ConnectionAbortedError("forwarder is shut down")
             self._connections.add(connection)
         self._local.connection = connection
@@ -193,12 +208,21 @@ class OtlpHttpForwarder(QueuedForwarder):
             connection.close()
 
 
+def _early_answer(connection: http.client.HTTPConnection) -> tuple[int, http.client.HTTPMessage, bytes] | None:
+    """The response a server sent before the request's body failed to go through, if any."""
+    try:
+        response = connection.getresponse()
+        return response.status, response.headers, response.read(_MAX_RESPONSE_BYTES)
+    except Exception:  # nothing was sent back, or the reset took it: a transient failure
+        return None
+
+
 def _retry_after(value: str | None) -> float | None:
     """Retry-After in seconds: delay-seconds or an HTTP date (RFC 9110 10.2.3)."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -138,7 +138,7 @@ def _handler_for(sink: OtlpHttpTestSink) -> type[BaseHTTPRequestHandler]:
                 return self._reply(200, answer.SerializeToString(), "application/x-protobuf")
             code, message, retry_delay = answer
             status = status_pb2.Status(code=code.value[0], message=message).SerializeToString()
-            headers = {"Retry-After": str(max(1, round(retry_delay)))} if retry_delay is not None else {}
+            headers = {"Retry-After": str(max(0, round(retry_delay)))} if retry_delay is not None else {}
             return self._reply(HTTP_STATUS.get(code, 500), status, "application/x-protobuf", headers)
 
         def _reply(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:

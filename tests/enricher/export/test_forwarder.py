@@ -6,6 +6,7 @@ must hold over either wire. The fixtures are in conftest.py.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from enricher.export.base import ExportBatch
 from tests.support.export_acks import WAIT, Acks, expected_ids, make_request, sample, span_ids, wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -169,6 +171,20 @@ def test_the_servers_retry_delay_is_honoured(sink, forwarder, metrics):
     assert sample(metrics, "agentmon_export_retries_total") == 1
 
 
+def test_a_zero_retry_delay_does_not_make_the_sender_spin(sink, forwarder, metrics):
+    # RetryInfo of 0 s, or Retry-After: 0 (a past date reads the same): our backoff still applies.
+    fwd = forwarder(sink.endpoint, initial_backoff=0.2, max_backoff=0.2)
+    sink.fail_with(grpc.StatusCode.RESOURCE_EXHAUSTED, retry_delay=0.0)
+    acks = Acks()
+    assert fwd.submit(acks.batch(1), timeout=1)
+    time.sleep(1.0)
+    # Paced by a backoff of 0.1-0.2 s: at most 11 requests in that second. Spinning made thousands.
+    assert 2 <= sink.attempts <= 12, sink.attempts
+    sink.clear_failure()
+    assert acks.wait([1])
+    assert acks.calls[1] == [True]
+
+
 # Over HTTP these are 400, 500 and 403 (tests/support/otlp_http_sink.py): none of them is retried.
 @pytest.mark.parametrize(
     "code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL, grpc.StatusCode.PERMISSION_DENIED]
@@ -269,6 +285,36 @@ def test_shutdown_leaves_undelivered_batches_unacknowledged(down_sink, forwarder
     assert acks.total() == 0
     assert down_sink.span_count() == 0
     assert sample(metrics, "agentmon_queue_depth", queue="otlp") == 0
+
+
+def test_no_acknowledgement_after_shutdown_returns(sink, forwarder, caplog):
+    # A sender between getting its answer and acknowledging (here: logging that the collector
+    # works again, made slow) when shutdown comes: shutdown waits for it, or it does not ack.
+    in_log = threading.Event()
+
+    class SlowHandler(logging.Handler):
+        def handle(self, record):  # not emit(): the handler's lock would hold shutdown's own log line up
+            if "works again" in record.getMessage():
+                in_log.set()
+                time.sleep(0.5)
+            return True
+
+    handler = SlowHandler()
+    logger = logging.getLogger("enricher.export.forwarder")
+    logger.addHandler(handler)
+    try:
+        fwd = forwarder(sink.endpoint)
+        sink.fail_with(grpc.StatusCode.UNAVAILABLE, times=1)
+        events: list[object] = []
+        with caplog.at_level(logging.INFO, logger="enricher.export.forwarder"):
+            assert fwd.submit(ExportBatch(make_request(1, 1), 1, lambda ok: events.append(("on_done", ok))), timeout=1)
+            assert in_log.wait(WAIT)
+            fwd.shutdown(0.05)
+            events.append("shutdown returned")
+            time.sleep(0.8)
+    finally:
+        logger.removeHandler(handler)
+    assert events[-1] == "shutdown returned", events
 
 
 def test_shutdown_abandons_a_request_stuck_in_flight(sink, forwarder):

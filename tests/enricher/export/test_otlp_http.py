@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import email.utils
 import gzip
+import random
+import socket
+import struct
+import threading
 import time
 
 import grpc
 import pytest
 
-from enricher.export.otlp_http import _retry_after, gzip_compress, traces_url
+from enricher.export import otlp_http
+from enricher.export.base import ExportBatch
+from enricher.export.otlp_http import OtlpHttpForwarder, _retry_after, gzip_compress, traces_url
+from enricher.metrics import EnricherMetrics
 from tests.support.export_acks import WAIT, Acks, expected_ids, make_request, sample, span_ids
 
 pytestmark = pytest.mark.timeout(30)
@@ -101,6 +108,7 @@ def test_retry_after_forms():
     assert _retry_after(None) is None
     assert _retry_after("soon") is None
     assert _retry_after("-5") is None
+    assert _retry_after("\xb2") is None  # a Unicode digit (headers are read as latin-1) is no number
 
 
 def test_a_collector_that_never_answers_times_out_and_is_retried(sink, forwarder, metrics):
@@ -114,3 +122,68 @@ def test_a_collector_that_never_answers_times_out_and_is_retried(sink, forwarder
     sink.resume()
     assert acks.wait([1])
     assert acks.calls[1] == [True]
+
+
+def test_an_answer_before_the_body_is_read_is_the_verdict():
+    # A collector past its body limit answers 413 at once and resets the connection (as Go's
+    # net/http does): the send breaks, but the 413 is read and the batch refused, not resent forever.
+    listener = socket.create_server(("127.0.0.1", 0))
+    attempts: list[int] = []
+
+    def collector() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as reader:
+                while reader.readline() not in (b"\r\n", b""):
+                    pass  # the headers; the body is never read
+                conn.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 8\r\n"
+                             b"Connection: close\r\n\r\ntoo big!")
+                attempts.append(1)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+
+    threading.Thread(target=collector, daemon=True).start()
+    metrics = EnricherMetrics()
+    fwd = OtlpHttpForwarder(f"127.0.0.1:{listener.getsockname()[1]}", metrics=metrics, compression="none",
+                            max_in_flight=1, initial_backoff=0.05, max_backoff=0.1)
+    try:
+        acks = Acks()
+        # Big enough that the send is still going when the reset arrives.
+        assert fwd.submit(ExportBatch(random.randbytes(8 << 20), 1, acks.batch(1).on_done), timeout=1)
+        assert acks.wait([1])
+        assert acks.calls[1] == [False]
+        assert len(attempts) == 1
+        assert sample(metrics, "agentmon_spans_failed_total") == 1
+    finally:
+        fwd.shutdown(1)
+        listener.close()
+
+
+def test_shutdown_during_a_send_opens_no_new_connection(sink, forwarder, monkeypatch):
+    # A sender still compressing when shutdown closes its connection must not reopen it
+    # (http.client would, by itself) and post on a socket that shutdown cannot cut.
+    compressing, go_on = threading.Event(), threading.Event()
+    real_compress = otlp_http.gzip_compress
+
+    def compress(payload: bytes) -> bytes:
+        if payload == second:
+            compressing.set()
+            go_on.wait(WAIT)
+        return real_compress(payload)
+
+    monkeypatch.setattr(otlp_http, "gzip_compress", compress)
+    second = make_request(2)
+    fwd = forwarder(sink.endpoint, max_in_flight=1)
+    acks = Acks()
+    assert fwd.submit(acks.batch(1), timeout=1)
+    assert acks.wait([1])  # the connection is open and kept alive
+    assert fwd.submit(ExportBatch(second, 3, acks.batch(2).on_done), timeout=1)
+    assert compressing.wait(WAIT)
+    fwd.shutdown(0.1)
+    requests_at_shutdown = sink.request_count()
+    go_on.set()
+    time.sleep(0.5)
+    assert sink.request_count() == requests_at_shutdown == 1
+    assert 2 not in acks.calls  # left to the journal
