@@ -44,7 +44,7 @@ class OtlpGrpcForwarder(QueuedForwarder):
     """A SpanSink that delivers batches to an OTLP/gRPC TraceService at ``endpoint`` (host:port).
 
     With gzip, grpc compresses with its own zlib at its default level (about 2 ms of CPU per
-    220 KB request); OtlpHttpForwarder compresses the same request in about 0.15 ms.
+    220 KB request); OtlpHttpForwarder compresses the same request in about 0.13 ms.
     """
 
     def __init__(

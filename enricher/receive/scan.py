@@ -17,7 +17,6 @@ time the C extension is missing and every request takes the Python path: slower,
 from __future__ import annotations
 
 import logging
-import struct
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,8 +33,6 @@ except ImportError:  # built without a C compiler: the Python path does everythi
     _wirescan = None
 
 log = logging.getLogger(__name__)
-
-_POSITION = struct.Struct("=q")  # one span position in ScannedRequest.positions
 
 
 @dataclass(slots=True)
@@ -103,12 +100,7 @@ class ScannedRequest:
         return self._column(2)
 
     def span_bytes(self, index: int) -> bytes:
-        count = len(self.ids)
-        if not 0 <= index < count:
-            raise IndexError(f"span {index} of {count}")
-        (start,) = _POSITION.unpack_from(self.positions, 8 * (count + index))
-        (end,) = _POSITION.unpack_from(self.positions, 8 * (2 * count + index))
-        return self.payload[start:end]
+        return self.payload[self.starts[index]:self.ends[index]]
 
     def rewrite(self, edits: wire.Edits) -> bytes:
         """The payload with ``edits`` applied (span index -> bytes to append, or None to
