@@ -20,6 +20,7 @@ from enricher.export.otlp_http import OtlpHttpForwarder
 from enricher.identify.rules import load_rules
 from enricher.journal import Journal
 from enricher.metrics import EnricherMetrics
+from enricher.enrichment import Enrichment
 from enricher.pipeline import Pipeline
 from enricher.receive.grpc_server import OtlpGrpcReceiver
 from enricher.receive.http_server import create_otlp_http_app
@@ -93,14 +94,20 @@ class Enricher:
             self.metrics, hold_seconds=settings.hold_seconds, hold_max_spans=settings.hold_max_spans
         )
         self.journal = Journal(settings.data_dir / "journal", max_bytes=settings.journal_max_bytes)
-        self.pipeline = Pipeline(
-            rules=load_rules(settings.rules_file),
+        rules = load_rules(settings.rules_file)
+        self.enrichment = Enrichment(
+            rules=rules,
             directory=self.directory,
             attributor=self.attributor,
+            metrics=self.metrics,
+            drop_unmonitored=settings.drop_unmonitored,
+        )
+        self.pipeline = Pipeline(
+            self.enrichment,
+            scanner=self.enrichment.scanner,
             sinks=self.sinks,
             journal=self.journal,
             metrics=self.metrics,
-            drop_unmonitored=settings.drop_unmonitored,
         )
         self.grpc = OtlpGrpcReceiver(
             self.pipeline,

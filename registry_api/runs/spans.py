@@ -21,7 +21,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 import agentmon
-from enricher.pipeline import RUN_ANNOUNCE_KEY
+from enricher.enrichment import RUN_ANNOUNCE_KEY
 
 MAX_TEXT = 4096  # characters of input, output and error kept on the span
 MAX_ATTRIBUTES = 64  # user attributes per call (start and end each)

@@ -17,7 +17,7 @@ def _send(enricher, payload: bytes) -> None:
 
 def test_a_request_that_cannot_be_enriched_is_forwarded_as_received(start_enricher, collector) -> None:
     enricher = start_enricher()
-    attributor = enricher.pipeline._attributor
+    attributor = enricher.attributor
     original = attributor.process
     calls = {"n": 0}
 

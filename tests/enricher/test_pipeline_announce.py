@@ -10,7 +10,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
-from enricher.pipeline import RUN_ANNOUNCE_KEY
+from enricher.enrichment import RUN_ANNOUNCE_KEY
 from registry_api.store import AgentIdentity
 from tests.enricher.conftest import stamped, wait_until
 from tests.support.otlp_sink import any_value
@@ -137,7 +137,7 @@ def test_an_announcement_naming_no_agent_is_dropped_too(start_enricher, collecto
 
 def test_a_request_that_cannot_be_enriched_is_forwarded_without_its_announcement(start_enricher, collector) -> None:
     enricher = start_enricher()
-    attributor = enricher.pipeline._attributor
+    attributor = enricher.attributor
 
     def broken(records):
         raise RuntimeError("injected fault")

@@ -31,7 +31,8 @@ from enricher.attribute import TraceAttributor
 from enricher.identify.rules import load_rules
 from enricher.journal import Journal
 from enricher.metrics import EnricherMetrics
-from enricher.pipeline import RUN_ANNOUNCE_KEY, Overloaded, Pipeline, scanner_for
+from enricher.enrichment import RUN_ANNOUNCE_KEY, Enrichment, scanner_for
+from enricher.pipeline import Overloaded, Pipeline
 from enricher.receive import scan
 from enricher.receive.decode import InvalidPayload, decode_protobuf
 from registry_api.store import AgentIdentity, AgentStore, create_registry_engine
@@ -225,11 +226,15 @@ class Twin:
         self.attributor = TraceAttributor(self.metrics, hold_seconds=5.0, clock=self.clock)
         self.sink = CaptureSink()
         rules = load_rules()
-        self.pipeline = Pipeline(
-            rules=rules, directory=self.directory, attributor=self.attributor, sinks=[self.sink],
-            journal=Journal(directory, max_bytes=1 << 30), metrics=self.metrics,
+        self.enrichment = Enrichment(
+            rules=rules, directory=self.directory, attributor=self.attributor, metrics=self.metrics,
             scanner=scanner_for(rules, native=native),
         )
+        self.pipeline = Pipeline(
+            self.enrichment, scanner=self.enrichment.scanner, sinks=[self.sink],
+            journal=Journal(directory, max_bytes=1 << 30), metrics=self.metrics,
+        )
+        self.enrichment.start(self.pipeline)
         assert self.pipeline.scanner.native == native
 
     def close(self) -> None:
@@ -237,11 +242,11 @@ class Twin:
 
     def feed(self, seq: int, payload: bytes) -> None:
         """As the receivers and the journal replay give a request."""
-        self.pipeline._process_safely(seq, self.pipeline.scanner.scan(payload))
+        self.enrichment.process(seq, self.pipeline.scanner.scan(payload))
 
     def tick(self, seconds: float) -> None:
         self.clock.now += seconds
-        self.pipeline._emit(self.attributor.expire())
+        self.enrichment.expire()
 
     def state(self) -> dict:
         counters = {
@@ -288,7 +293,7 @@ def test_the_c_scan_and_the_python_scan_give_the_same_pipeline_results(store, tm
     base = tmp_path_factory.mktemp("journals")
     fast = Twin(store, base / "fast", native=True)
     slow = Twin(store, base / "slow", native=False)
-    caplog.set_level(logging.WARNING, logger="enricher.pipeline")
+    caplog.set_level(logging.WARNING, logger="enricher")
     for seq, (payload, pause) in enumerate(payloads, start=1):
         fast.feed(seq, payload)
         slow.feed(seq, payload)
@@ -297,12 +302,12 @@ def test_the_c_scan_and_the_python_scan_give_the_same_pipeline_results(store, tm
         assert fast.state() == slow.state()
     for twin in (fast, slow):
         twin.tick(60.0)  # every hold expires
-        twin.pipeline._emit(twin.attributor.release_all())
+        twin.enrichment.release_all()
         twin.close()
     assert fast.state() == slow.state()
     assert fast.state()["held"] == 0
     # Neither path failed on a span or fell back to forwarding a request as received.
-    assert not [r for r in caplog.records if r.name == "enricher.pipeline"]
+    assert not [r for r in caplog.records if r.name in ("enricher.pipeline", "enricher.enrichment")]
 
 
 def test_the_c_scan_takes_odd_but_common_encodings(store, tmp_path) -> None:
@@ -338,7 +343,7 @@ def test_odd_outer_shapes_take_the_python_path(store, tmp_path) -> None:
 def test_a_request_with_nothing_to_change_is_forwarded_as_received(store, tmp_path) -> None:
     twin = Twin(store, tmp_path / "journal", native=True)
     sent: list[bytes] = []
-    twin.pipeline._deliver = lambda payload, count, parts: sent.append(payload)
+    twin.pipeline.deliver = lambda payload, count, parts: sent.append(payload)
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
     scope.spans.add(trace_id=TRACES[0], span_id=SPAN_IDS[0], name="GET /")
@@ -358,8 +363,8 @@ def test_huge_names_and_values_are_not_remembered(store, tmp_path) -> None:
             KeyValue(key="gen_ai.agent.name", value=AnyValue(string_value="y" * 65536 + str(n)))])
     twin.feed(1, request.SerializeToString())
     assert twin.pipeline.scanner.declined == 0
-    assert twin.pipeline._outcomes == {}
-    remembered = [key for filter_ in twin.pipeline._rules._scope_filters.values() for key in filter_.answers]
+    assert twin.enrichment._outcomes == {}
+    remembered = [key for filter_ in twin.enrichment._rules._scope_filters.values() for key in filter_.answers]
     assert all(len(repr(key)) < 4096 for key in remembered)
     # The spans were still identified: each names its own agent.
     assert len(twin.sink.batches) == 1

@@ -14,7 +14,7 @@ from opentelemetry.propagate import extract
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from agentmon.config import Settings
-from enricher.pipeline import RUN_ANNOUNCE_KEY
+from enricher.enrichment import RUN_ANNOUNCE_KEY
 from enricher.service import Enricher
 from registry_api.app import create_app
 from registry_api.runs import EnricherUnavailable, OtlpRunExporter, RunService

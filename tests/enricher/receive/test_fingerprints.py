@@ -14,7 +14,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from enricher.identify.rules import load_rules
-from enricher.pipeline import scanner_for
+from enricher.enrichment import scanner_for
 from enricher.receive import scan
 from enricher.receive.decode import InvalidPayload
 from tests.enricher.test_pipeline_wire import requests
