@@ -134,7 +134,10 @@ class Pipeline:
                 self._queue.put((seq, scanned))
         except JournalFull:
             self._release_slot(scanned.span_count)
-            raise Overloaded("the ingest journal is full (downstream is slow or down)", retry_after=5.0) from None
+            # Downstream is slow or down, or spans held for their agent keep older requests in it:
+            # the journal must hold AGENTMON_HOLD_SECONDS of ingest (docs/PERFORMANCE.md).
+            raise Overloaded("the ingest journal is full (downstream is slow or down, or spans held for their "
+                             "agent keep older requests in it)", retry_after=5.0) from None
         except (OSError, RuntimeError) as error:  # disk trouble, or closing: the client retries
             self._release_slot(scanned.span_count)
             log.error("cannot journal a request: %s", error)
