@@ -14,13 +14,13 @@ import uvicorn
 from agentmon.config import Settings
 from enricher.agents import AgentDirectory
 from enricher.attribute import TraceAttributor
+from enricher.enrichment import Enrichment
 from enricher.export.base import SpanSink
 from enricher.export.otlp import OtlpGrpcForwarder
 from enricher.export.otlp_http import OtlpHttpForwarder
 from enricher.identify.rules import load_rules
 from enricher.journal import Journal
 from enricher.metrics import EnricherMetrics
-from enricher.enrichment import Enrichment
 from enricher.pipeline import Pipeline
 from enricher.receive.grpc_server import OtlpGrpcReceiver
 from enricher.receive.http_server import create_otlp_http_app
