@@ -7,11 +7,11 @@ such a key get their attributes read and the rules tried; the request is then ed
 (``enricher.wire``): stamps appended to spans, held and dropped spans cut out, and a request with
 nothing to change is forwarded as received.
 
-What comes out goes to ``Outputs`` (the pipeline, in this process or across the worker process's
-socket): ``opened(seq, parts)`` says how many deliveries will settle journal record ``seq``,
-``deliver`` hands over stamped spans with the parts they settle, and ``settled`` settles parts
-without a delivery (spans dropped on purpose). The pipeline commits a record once all its parts
-are settled; this module knows nothing of journals, sinks or threads.
+What comes out goes to ``Outputs`` (the pipeline): ``opened(seq, parts)`` says how many
+deliveries will settle journal record ``seq``, ``deliver`` hands over stamped spans with the
+parts they settle, and ``settled`` settles parts without a delivery (spans dropped on purpose).
+The pipeline commits a record once all its parts are settled; this module knows nothing of
+journals, sinks or threads.
 
 Run announcements: a span carrying ``agentmon.announce`` (sent by the registry API when a
 run starts, with the run's own trace and span id and its agent's explicit identity) is
@@ -101,7 +101,6 @@ class _Tally:
 
 def _starts_run_of(record: SpanRecord, owner: AgentRef | None) -> bool:
     return record.run_root and owner is not None and record.agent is not None and record.agent.id == owner.id
-
 
 
 class _RequestSpans:
@@ -233,9 +232,6 @@ class Enrichment:
     def release_all(self) -> None:
         """Send every held span (at shutdown)."""
         self._emit(self._attributor.release_all())
-
-    def close(self) -> None:
-        pass  # the directory and the attributor belong to whoever made them
 
     def process(self, seq: int, scanned: ScannedRequest) -> None:
         """Enrich one request; on any failure, forward it as received: an acknowledged span is never dropped."""
@@ -473,7 +469,6 @@ class Enrichment:
         if groups:
             self._outputs.deliver(encode_request(groups.items()), sum(len(s) for s in groups.values()), dict(parts))
         self._directory.mark_used(used)
-
 
 
 def _without_announcements(payload: bytes) -> tuple[bytes, int]:

@@ -3,9 +3,8 @@
 Receivers call ``submit``: the request is appended to the disk journal and queued for one
 worker thread before the client is answered, so an acknowledged span survives a crash (the
 journal is replayed at start). The worker hands each request to the processor, which
-identifies, attributes and stamps (``enrichment.Enrichment``, in this process, or
-``worker_process.EnrichmentProcess``, the same in a process of its own), and the processor's
-outputs come back here: ``deliver`` hands stamped spans to the sinks, and a journal record is
+identifies, attributes and stamps (``enrichment.Enrichment``), and the processor's outputs
+come back here: ``deliver`` hands stamped spans to the sinks, and a journal record is
 committed once every part of it is settled (delivered, or dropped on purpose). Spans still held
 for attribution are parts too, so they are replayed after a crash: at-least-once.
 
@@ -45,8 +44,6 @@ class Processor(Protocol):
 
     def release_all(self) -> None: ...
 
-    def close(self) -> None: ...
-
 
 class Overloaded(Exception):
     """The pipeline cannot take more now; the client should retry after ``retry_after`` seconds."""
@@ -54,7 +51,6 @@ class Overloaded(Exception):
     def __init__(self, reason: str, retry_after: float = 1.0) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
-
 
 
 class _Completion:
@@ -216,7 +212,6 @@ class Pipeline:
         for sink in self._sinks:
             sink.shutdown(max(0.1, deadline - time.monotonic()))
         self._commit()
-        self._processor.close()
         self._journal.close()
 
     # ---- the worker ----------------------------------------------------------------------
