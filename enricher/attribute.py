@@ -194,6 +194,10 @@ class TraceAttributor:
     def held_count(self) -> int:
         return self._held_count
 
+    def held(self) -> list[SpanRecord]:
+        """The spans held now, oldest first (their payloads may be rewritten, nothing else)."""
+        return [record for record in self._held if not record.done]
+
     def knows(self, trace_id: bytes) -> bool:
         """Whether this trace has state here (span links are followed only to such traces:
         waiting on links to unknown traces would delay all messaging traffic)."""

@@ -11,7 +11,9 @@ What comes out goes to ``Outputs`` (the pipeline): ``opened(seq, parts)`` says h
 deliveries will settle journal record ``seq``, ``deliver`` hands over stamped spans with the
 parts they settle, and ``settled`` settles parts without a delivery (spans dropped on purpose).
 The pipeline commits a record once all its parts are settled; this module knows nothing of
-journals, sinks or threads.
+journals, sinks or threads. When held spans keep old records from being committed, the
+pipeline asks for them to be carried forward (``carry_forward``): they go back to ``Outputs.carry``
+as a request of their own, and from then on settle the new record instead.
 
 Run announcements: a span carrying ``agentmon.announce`` (sent by the registry API when a
 run starts, with the run's own trace and span id and its agent's explicit identity) is
@@ -67,6 +69,9 @@ def scanner_for(rules: RuleSet, *, native: bool = True) -> RequestScanner:
 # names as its parent (hex), the stamp attributes it carries, whether it is a run announcement).
 _Outcome = tuple[Any, bool, "str | None", "dict | None", bool]
 _MAX_OUTCOMES = 10_000
+# Held spans carried forward are journaled in records of about this size at most: each is
+# appended before the records it relieves are committed, so this much budget must be free.
+_CARRY_RECORD_BYTES = 256 * 1024
 _MAX_FINGERPRINT_BYTES = 1024  # longer ones (huge names or values) are not remembered: bounded memory
 
 
@@ -196,6 +201,10 @@ class Outputs(Protocol):
     def settled(self, parts: dict[int, int]) -> None:
         """Parts settled without a delivery (spans dropped on purpose)."""
 
+    def carry(self, payload: bytes, span_count: int, parts: dict[int, int]) -> int | None:
+        """Held spans to journal again as a new record (one part per span), settling ``parts``;
+        returns the new record's seq, or None if it cannot be journaled now."""
+
 
 class Enrichment:
     """Identify, attribute and stamp, one request at a time, from one thread."""
@@ -232,6 +241,35 @@ class Enrichment:
     def release_all(self) -> None:
         """Send every held span (at shutdown)."""
         self._emit(self._attributor.release_all())
+
+    def carry_forward(self, oldest: int, upto: int) -> int:
+        """Journal again, by themselves, the held spans that came from records up to ``upto``,
+        so that those records can be committed; returns how many spans were carried.
+
+        Nothing is done unless some held span came from ``oldest``, the oldest record the
+        journal keeps: otherwise a delivery keeps it, and moving spans would free nothing."""
+        held = [record for record in self._attributor.held() if record.payload[0] <= upto]
+        if not any(record.payload[0] == oldest for record in held):
+            return 0
+        # Oldest records first: the pipeline commits after each new record, making room for the next.
+        held.sort(key=_seq_of)
+        carried = 0
+        for chunk in _chunks_of(held, _CARRY_RECORD_BYTES):
+            groups: dict[SpanContext, list[bytes]] = defaultdict(list)
+            parts: dict[int, int] = defaultdict(int)
+            for record in chunk:
+                seq, context, span_bytes, _ = record.payload
+                groups[context].append(span_bytes)
+                parts[seq] += 1
+            new_seq = self._outputs.carry(encode_request(groups.items()), len(chunk), dict(parts))
+            if new_seq is None:
+                break  # the journal is full: the rest stay where they are
+            for record in chunk:
+                record.payload = (new_seq, *record.payload[1:])
+            carried += len(chunk)
+        if carried:
+            self._metrics.spans_carried_forward.inc(carried)
+        return carried
 
     def process(self, seq: int, scanned: ScannedRequest) -> None:
         """Enrich one request; on any failure, forward it as received: an acknowledged span is never dropped."""
@@ -469,6 +507,25 @@ class Enrichment:
         if groups:
             self._outputs.deliver(encode_request(groups.items()), sum(len(s) for s in groups.values()), dict(parts))
         self._directory.mark_used(used)
+
+
+def _seq_of(record: SpanRecord) -> int:
+    return record.payload[0]
+
+
+def _chunks_of(held: list[SpanRecord], max_bytes: int) -> Iterable[list[SpanRecord]]:
+    """Held spans in runs whose bytes add up to about ``max_bytes`` at most (one span at least)."""
+    chunk: list[SpanRecord] = []
+    size = 0
+    for record in held:
+        span_size = len(record.payload[2])
+        if chunk and size + span_size > max_bytes:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(record)
+        size += span_size
+    if chunk:
+        yield chunk
 
 
 def _without_announcements(payload: bytes) -> tuple[bytes, int]:

@@ -310,6 +310,11 @@ class Journal:
             return self._appended_bytes - self._committed_bytes
 
     @property
+    def max_bytes(self) -> int:
+        """The budget: ``pending_bytes`` never exceeds it."""
+        return self._max_bytes
+
+    @property
     def pending_records(self) -> int:
         """Records appended and not yet committed (seqs lost to corruption count until committed past)."""
         with self._lock:

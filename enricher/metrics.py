@@ -31,6 +31,12 @@ class EnricherMetrics:
             "Held spans released early (unstamped) because the hold buffer was full.",
             registry=r,
         )
+        self.spans_carried_forward = Counter(
+            "agentmon_spans_carried_forward",
+            "Held spans written to the journal again, alone, so that the requests they came from could be "
+            "committed (the journal was filling up).",
+            registry=r,
+        )
         self.spans_dropped = Counter("agentmon_spans_dropped", "Spans dropped on purpose.", ["reason"], registry=r)
         self.run_announcements = Counter(
             "agentmon_run_announcements",

@@ -8,6 +8,12 @@ come back here: ``deliver`` hands stamped spans to the sinks, and a journal reco
 committed once every part of it is settled (delivered, or dropped on purpose). Spans still held
 for attribution are parts too, so they are replayed after a crash: at-least-once.
 
+The commit cursor is one position, so a record with a span held for its agent keeps itself and
+every later record in the journal for up to the hold time. Once the journal is a quarter full
+and its oldest record waits only for held spans, the processor carries those spans forward:
+writes them to the journal again, alone (a few KB where the requests were MBs), which settles
+their parts of the old records so that the cursor moves on.
+
 Backpressure: a bounded number of requests may wait for the worker and the journal has
 a byte budget; beyond either, ``submit`` raises ``Overloaded`` and receivers answer
 RESOURCE_EXHAUSTED / 429 so that clients retry later.
@@ -31,6 +37,10 @@ log = logging.getLogger(__name__)
 
 # Downstream collectors take 4 MiB by default; stamped requests are split below that.
 MAX_EXPORT_BYTES = 3 * 1024 * 1024
+# Held spans are carried forward once the journal holds this share of its budget ...
+CARRY_FORWARD_AT = 0.25
+# ... at most this often (seconds): each time rewrites every held span.
+CARRY_FORWARD_INTERVAL = 0.5
 
 
 class Processor(Protocol):
@@ -43,6 +53,8 @@ class Processor(Protocol):
     def expire(self) -> None: ...
 
     def release_all(self) -> None: ...
+
+    def carry_forward(self, oldest: int, upto: int) -> int: ...
 
 
 class Overloaded(Exception):
@@ -107,10 +119,14 @@ class Pipeline:
         # processed in seq order, so the first key is the oldest outstanding one.
         self._outstanding: dict[int, int] = {}
         self._outstanding_lock = threading.Lock()
+        self._carried_ahead: set[int] = set()  # carried-forward records past _last_processed
         self._last_processed = journal.last_committed
         self._last_commit = journal.last_committed
         # Records up to here were journaled before this start: the worker replays them first.
         self._replay_until = journal.last_appended
+        self._next_carry = 0.0
+        self._carry_bytes = 0  # journaled by carry() since the last carry_forward began
+        self._last_carry_bytes = 0
         self._worker: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -239,6 +255,7 @@ class Pipeline:
                         self._release_slot(item[1].span_count)
                 self._processor.expire()
                 if time.monotonic() >= next_commit:
+                    self._carry_forward_if_pinned()
                     self._commit()
                     next_commit = time.monotonic() + self._commit_interval
             except Exception:
@@ -272,11 +289,45 @@ class Pipeline:
                     if self._stopping.is_set():
                         return
 
+    def carry(self, payload: bytes, span_count: int, parts: dict[int, int]) -> int | None:
+        """Journal held spans again as a record of their own, which then has one part per span,
+        and settle the ``parts`` of the records they came from. Returns the new record's seq,
+        or None when the journal cannot take it now (nothing changes then)."""
+        header = self._journal.frame_header(payload)
+        try:
+            with self._submit_lock:
+                seq = self._journal.append(payload, header)
+        except (JournalFull, OSError, RuntimeError, ValueError) as error:
+            log.debug("cannot carry held spans forward now: %s", error)
+            return None
+        self._carry_bytes += len(payload)
+        with self._outstanding_lock:
+            self._outstanding[seq] = span_count
+            # Requests journaled before it may still wait in the queue: it counts as processed
+            # once they are, so that the commit cursor never passes one of them.
+            self._carried_ahead.add(seq)
+            self._mark_processed(self._last_processed)
+        self.settled(parts)
+        # The oldest held spans come first: committing now makes room for the next record.
+        self._commit()
+        return seq
+
     def opened(self, seq: int, parts: int) -> None:
         with self._outstanding_lock:
             if parts:
                 self._outstanding[seq] = self._outstanding.get(seq, 0) + parts
-            self._last_processed = max(self._last_processed, seq)
+            self._mark_processed(seq)
+
+    def _mark_processed(self, seq: int) -> None:
+        """Record ``seq`` is processed (the caller holds the lock): ``_last_processed`` moves to
+        it, and on over the carried-forward records that follow it without a gap."""
+        processed = max(self._last_processed, seq)
+        ahead = self._carried_ahead
+        if ahead:
+            while processed + 1 in ahead:
+                processed += 1
+            ahead.difference_update([carried for carried in ahead if carried <= processed])
+        self._last_processed = processed
 
     def settled(self, parts: dict[int, int]) -> None:
         with self._outstanding_lock:
@@ -292,13 +343,35 @@ class Pipeline:
 
     # ---- journal bookkeeping ---------------------------------------------------------------
 
+    def _carry_forward_if_pinned(self) -> None:
+        """Past a quarter of the journal's budget, have the held spans carried forward (see the
+        module's docstring). The processor does nothing unless the oldest record waits for a
+        held span: when a delivery pins it (downstream slow or down), moving spans frees nothing.
+        Each time rewrites every held span, so it waits until the journal holds twice what the
+        last time wrote: carrying never writes more than it frees."""
+        now = time.monotonic()
+        pending = self._journal.pending_bytes
+        if now < self._next_carry or pending < max(
+            self._journal.max_bytes * CARRY_FORWARD_AT, 2 * self._last_carry_bytes
+        ):
+            return
+        with self._outstanding_lock:
+            if not self._outstanding:
+                return
+            oldest = min(self._outstanding)
+            upto = self._last_processed
+        self._next_carry = now + CARRY_FORWARD_INTERVAL
+        self._carry_bytes = 0
+        if self._processor.carry_forward(oldest, upto):
+            self._last_carry_bytes = self._carry_bytes
 
     def _commit(self) -> None:
         with self._outstanding_lock:
+            # Records are opened in seq order, but carried-forward ones come later with higher
+            # seqs: the cursor stops before the oldest outstanding and at the last processed.
+            upto = self._last_processed
             if self._outstanding:
-                upto = next(iter(self._outstanding)) - 1  # seq order: the first is the oldest
-            else:
-                upto = self._last_processed
+                upto = min(upto, min(self._outstanding) - 1)
         if upto > self._last_commit:
             self._journal.commit(upto)
             self._last_commit = upto

@@ -17,6 +17,9 @@ collector at least once, and overload is pushed back to clients instead of buffe
 4. ``kill -9`` with a full journal while the collector is down, a restart, a graceful stop
    (SIGTERM) with undeliverable spans and another restart: the journal's budget holds
    across restarts and nothing acknowledged is lost once the collector is back.
+5. Spans held for agents that never show up, under load, with a journal that holds far less
+   than the hold time's ingest: they are carried forward, so clients are not pushed back,
+   and after a ``kill -9`` every acknowledged span still arrives, the held ones included.
 
 The figures each test measured are printed (run with ``-s`` to see them).
 """
@@ -448,3 +451,66 @@ def test_kill_9_and_restarts_during_collector_outage_keep_the_journal_budget_and
     # acknowledged during the whole outage fits in one journal.
     assert sum(a.size for a in acked_in_outage) <= JOURNAL_MAX_BYTES, figures
     assert figures["refusals_during_outage"].get("RESOURCE_EXHAUSTED"), figures
+
+
+# ---- 5. held spans and a small journal ----------------------------------------------------------
+
+
+def test_held_spans_do_not_fill_the_journal_and_survive_kill_9(tmp_path: Path) -> None:
+    """One agent run in ten never sends its agent span, so every request leaves LLM
+    calls held for the whole hold time (6 s), while the journal holds about 1.5 s of the load.
+    Held spans are carried forward (journaled again alone) and the requests they came from
+    commit: no push-back for a full journal. A kill -9 then leaves carried-forward records
+    behind; after the restart every acknowledged span is delivered."""
+    data_dir = tmp_path / "data"
+    hold_seconds = 6.0
+    env = _sqlite_env(data_dir) | {
+        "AGENTMON_JOURNAL_MAX_BYTES": str(JOURNAL_MAX_BYTES),
+        "AGENTMON_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
+        "AGENTMON_HOLD_SECONDS": str(hold_seconds),
+    }
+    with OtlpTestSink() as sink, EnricherProcess(data_dir, forward=sink.endpoint, env=env) as enricher:
+        enricher.start()
+        load = LoadClient(enricher.endpoint, senders=3, spans_per_request=200, interval=0.1, orphan_share=0.1)
+        with load:
+            started = time.monotonic()
+            time.sleep(10)
+            before_kill = enricher.metrics()
+            acked_ids = load.acked_span_ids()
+            enricher.kill()
+            killed_at = time.monotonic()
+            undelivered = len(acked_ids - received_span_ids(sink).keys())
+            enricher.start()
+            time.sleep(4)
+            load.stop(drain_timeout=30)
+        # The held spans are delivered when their hold ends (unstamped: their agent never came).
+        missing, drain_wait = wait_for_delivery(load, sink, timeout=hold_seconds + 30)
+        received = received_span_ids(sink)
+        after = enricher.metrics()
+
+    summary = load.summary()
+    acked = load.acked_span_ids()
+    acked_before_kill = load.acked_between(started, killed_at)
+    full = [r for r in load.refusals_between(started, killed_at) if "journal is full" in r.message]
+    figures = {
+        **summary,
+        "acked_bytes_before_kill": sum(a.size for a in acked_before_kill),
+        "acked_bytes_per_s_before_kill": round(sum(a.size for a in acked_before_kill) / (killed_at - started)),
+        "journal_full_refusals_before_kill": len(full),
+        "spans_carried_forward_before_kill": before_kill.get("agentmon_spans_carried_forward_total"),
+        "spans_held_at_kill": before_kill.get("agentmon_spans_held"),
+        "acked_spans_undelivered_at_kill": undelivered,
+        "spans_released_on_timeout_after_restart": after.get("agentmon_spans_released_on_timeout_total"),
+        "all_acked_delivered_after_load_stop_s": round(drain_wait, 2),
+        "duplicates": sum(count - 1 for span_id, count in received.items() if span_id in acked and count > 1),
+        "missing": len(missing),
+    }
+    _report("held spans, a small journal and kill -9", figures)
+
+    assert not summary["errors"], summary
+    # The load really needed carrying forward: the hold time's ingest is several journals.
+    assert figures["acked_bytes_per_s_before_kill"] * hold_seconds > 2 * JOURNAL_MAX_BYTES, figures
+    assert figures["spans_carried_forward_before_kill"], figures
+    assert not full, figures
+    assert undelivered > 0, figures
+    assert not missing, f"{len(missing)} acknowledged spans never reached the collector: {figures}"

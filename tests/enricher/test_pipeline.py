@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import grpc
 
+from enricher.journal import Journal
+from enricher.metrics import EnricherMetrics
+from enricher.pipeline import Pipeline
+from enricher.receive.scan import RequestScanner
 from tests.enricher.conftest import stamped, tracer_provider, wait_until
+from tests.support.load_client import SpanFactory
 from tests.support.payloads import export_request
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -13,6 +21,10 @@ EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 def _send(enricher, payload: bytes) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{enricher.grpc_port}") as channel:
         channel.unary_unary(EXPORT)(payload, timeout=10)
+
+
+def _delivered(collector) -> set[bytes]:
+    return {span.span_id for _, _, span in collector.spans()}
 
 
 def test_a_request_that_cannot_be_enriched_is_forwarded_as_received(start_enricher, collector) -> None:
@@ -68,3 +80,100 @@ def test_stamped_requests_are_split_to_the_downstream_limit(start_enricher, coll
     assert collector.wait_for_spans(provider_spans + 1, 20)
     assert max(collector.request_sizes) <= 64 * 1024 + 1024
     assert len({v["metadata.agent_id"] for v in stamped(collector).values()}) == 1
+
+
+def test_held_spans_are_carried_forward_so_that_the_journal_commits(start_enricher, collector) -> None:
+    # Every request carries LLM calls whose agent span never comes: without carrying them
+    # forward, each record would stay in the journal for the whole hold time.
+    mib = 1024 * 1024
+    enricher = start_enricher(journal_max_bytes=2 * mib, max_request_bytes=mib, hold_seconds=8.0)
+    factory = SpanFactory(seed=3)
+    orphans: set[bytes] = set()
+    sent: set[bytes] = set()
+    sent_bytes = 0
+    for _ in range(16):
+        spans = []
+        for _ in range(2):
+            children, _agent_span = factory.agent_run("never-finishes")
+            spans.extend(children)
+            orphans.update(span.span_id for span in children)
+        while len(spans) < 300:
+            spans.extend(factory.service_trace())
+        sent.update(span.span_id for span in spans)
+        payload = SpanFactory.request(spans)
+        sent_bytes += len(payload)
+        _send(enricher, payload)
+    assert sent_bytes > enricher.journal.max_bytes / 2
+
+    # The records commit while their orphans are still held ...
+    assert wait_until(lambda: enricher.journal.pending_bytes < sent_bytes / 4, 5), enricher.journal.pending_bytes
+    assert enricher.attributor.held_count == len(orphans)
+    carried = enricher.metrics.spans_carried_forward._value.get()
+    assert carried >= len(orphans) / 2, carried
+    assert wait_until(lambda: sent - _delivered(collector) == orphans, 5)
+
+    # ... and are delivered once their hold is over, after which nothing is left in the journal.
+    assert collector.wait_for_spans(len(sent), 15)
+    assert _delivered(collector) == sent
+    assert wait_until(lambda: enricher.journal.pending_records == 0, 5), enricher.journal.pending_records
+
+
+class _ScriptedProcessor:
+    """Carries a record forward while later requests still wait in the queue, as
+    ``Enrichment.carry_forward`` does when the journal fills between two requests."""
+
+    def __init__(self) -> None:
+        self.all_submitted = threading.Event()
+        self.go_on = threading.Event()
+        self.carried_seq: int | None = None
+
+    def start(self, outputs) -> None:
+        self.outputs = outputs
+
+    def process(self, seq: int, scanned) -> None:
+        if seq == 0:
+            self.all_submitted.wait(10)
+            self.carried_seq = self.outputs.carry(scanned.payload, 1, {})
+            self.outputs.settled({self.carried_seq: 1})  # delivered at once
+            self.outputs.opened(0, 0)
+        elif seq == 1:
+            self.go_on.wait(10)
+            self.outputs.opened(1, 1)  # delivered later, by the test
+        else:
+            self.outputs.opened(seq, 0)
+
+    def expire(self) -> None:
+        pass
+
+    def release_all(self) -> None:
+        pass
+
+    def carry_forward(self, oldest: int, upto: int) -> int:
+        return 0
+
+
+def test_the_commit_cursor_never_passes_a_queued_request_nor_stops_before_a_carried_one(tmp_path) -> None:
+    scanner = RequestScanner(())
+    journal = Journal(tmp_path / "journal", max_bytes=1 << 20)
+    processor = _ScriptedProcessor()
+    line = Pipeline(processor, scanner=scanner, sinks=[], journal=journal, metrics=EnricherMetrics(),
+                    commit_interval=0.0)
+    line.start()
+    try:
+        for seq in range(3):
+            line.submit(scanner.scan(export_request(spans=1, trace_id=bytes([seq + 1]) * 16)))
+        processor.all_submitted.set()
+        # Record 3 (carried) is settled, but requests 1 and 2, journaled before it, are not processed yet.
+        assert wait_until(lambda: processor.carried_seq == 3 and journal.last_committed == 0, 5)
+        time.sleep(0.2)
+        assert journal.last_committed == 0
+        processor.go_on.set()
+        # Request 1 is processed, its delivery outstanding: the cursor waits for it ...
+        assert wait_until(lambda: journal.pending_records == 3, 5)
+        time.sleep(0.2)
+        assert journal.last_committed == 0
+        # ... and, once it is settled, moves past 2 and the carried record 3 at once.
+        line.settled({1: 1})
+        assert wait_until(lambda: journal.last_committed == 3, 5), journal.last_committed
+    finally:
+        line.shutdown(timeout=2)

@@ -178,7 +178,8 @@ class LoadClient:
 
     ``agents`` (a list of names, replaceable at any time) are the agents whose runs make
     ``agent_share`` of the traces; ``split_share`` of the runs have their agent span sent
-    in the next request. ``max_retry_delay`` caps how long a sender honours RetryInfo.
+    in the next request, and ``orphan_share`` never send it (their LLM calls are held for the
+    whole hold time, then delivered unstamped). ``max_retry_delay`` caps how long a sender honours RetryInfo.
     """
 
     def __init__(
@@ -191,6 +192,7 @@ class LoadClient:
         agents: list[str] | None = None,
         agent_share: float = 0.5,
         split_share: float = 0.2,
+        orphan_share: float = 0.0,
         call_timeout: float = 10.0,
         max_retry_delay: float = 10.0,
         seed: int = 7,
@@ -202,6 +204,7 @@ class LoadClient:
         self._interval = interval
         self._agent_share = agent_share
         self._split_share = split_share
+        self._orphan_share = orphan_share
         self._call_timeout = call_timeout
         self._max_retry_delay = max_retry_delay
         self._seed = seed
@@ -289,8 +292,11 @@ class LoadClient:
             if rng.random() < self._agent_share:
                 children, agent_span = factory.agent_run(rng.choice(self.agents))
                 spans.extend(children)
-                if rng.random() < self._split_share:
+                share = rng.random()
+                if share < self._split_share:
                     carried.append(agent_span)
+                elif share >= 1.0 - self._orphan_share:
+                    pass  # never sent
                 else:
                     spans.append(agent_span)
             else:
