@@ -14,8 +14,9 @@ Every target runs in its own process and gets the same requests of 512 realistic
     .venv/bin/python bench/compare_collectors.py --requests 400 --rounds 2
 
 Prints one line per target and round: spans/s, p50/p99 Export latency, the target's RSS, and
-the target's CPU time per request (user + system, all its threads: on this 2-core machine the
-targets are CPU-bound, so this says where the spans/s go). ``--compression none`` makes both
+the target's CPU time per request (user + system, all its threads), the sink's and the load generator's
+CPU per request (they share the cores), the push-backs and their reasons (``retried_for``), and for
+the enricher the held spans it carried forward in its journal. ``--compression none`` makes both
 forwarders send uncompressed, to separate the cost of gzip (grpc's, in the enricher) from the
 rest. Beware: rotel 0.0.1a15 ignores it and gzips anyway (about 27 KB on the wire per 220 KB
 request, measured with a byte-counting proxy), so ``none`` compares an uncompressing enricher
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -60,9 +62,19 @@ def start_enricher(grpc_port: int, sink_port: int) -> subprocess.Popen:
            "AGENTMON_OTLP_FORWARD_COMPRESSION": COMPRESSION,
            "AGENTMON_OTLP_FORWARD_PROTOCOL": "http/protobuf" if PROTOCOL == "http" else "grpc"}
     subprocess.run([sys.executable, "-m", "agentmon.cli", "migrate"], env=env, check=True, capture_output=True)
-    return subprocess.Popen(
+    http_port = free_port()
+    process = subprocess.Popen(
         [sys.executable, "-m", "agentmon.cli", "enricher", "--grpc-port", str(grpc_port),
-         "--http-port", str(free_port()), "--forward-otlp", f"127.0.0.1:{sink_port}"], env=env)
+         "--http-port", str(http_port), "--forward-otlp", f"127.0.0.1:{sink_port}"], env=env)
+    process.metrics_url = f"http://127.0.0.1:{http_port}/metrics"
+    return process
+
+
+def enricher_counters(url: str) -> dict:
+    """What the enricher did besides forwarding: held spans carried forward in the journal."""
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return {"carried_forward": int(float(values.get("agentmon_spans_carried_forward_total", 0)))}
 
 
 def rotel_binary() -> Path:
@@ -98,10 +110,16 @@ def run(target: str, payloads: list[bytes], inflight: int, spans: int) -> dict:
         wait_port(grpc_port)
         time.sleep(0.5)
         load(grpc_port, payloads[:20], inflight, spans)  # warm-up: connections, caches, agents
-        cpu_before = cpu_seconds(process.pid)
+        cpu_before, sink_cpu_before = cpu_seconds(process.pid), cpu_seconds(sink.pid)
+        load_cpu_before = time.process_time()
         result = load(grpc_port, payloads, inflight, spans)
+        result["load_cpu_ms_per_request"] = (time.process_time() - load_cpu_before) / len(payloads) * 1000
         result["cpu_ms_per_request"] = (cpu_seconds(process.pid) - cpu_before) / len(payloads) * 1000
+        # The sink shares the 2 cores: what a target's way of forwarding costs it counts too.
+        result["sink_cpu_ms_per_request"] = (cpu_seconds(sink.pid) - sink_cpu_before) / len(payloads) * 1000
         result["rss_mb"] = rss_mb(process.pid)
+        if hasattr(process, "metrics_url"):
+            result.update(enricher_counters(process.metrics_url))
         return result
     finally:
         for child in (process, sink):

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent import futures
 from pathlib import Path
 
@@ -94,6 +95,7 @@ def load(port: int, payloads: list[bytes], inflight: int, spans_per_request: int
     export = channel.unary_unary(EXPORT)
     latencies: list[float] = []
     retries = 0
+    reasons: Counter[str] = Counter()  # the first words of each push-back's message
     lock = threading.Lock()
     queue = list(payloads)
 
@@ -114,6 +116,7 @@ def load(port: int, payloads: list[bytes], inflight: int, spans_per_request: int
                         raise
                     with lock:
                         retries += 1
+                        reasons["-".join((error.details() or "none").split()[:4])] += 1
                     time.sleep(0.05)
             with lock:
                 latencies.append(time.perf_counter() - started)
@@ -132,6 +135,7 @@ def load(port: int, payloads: list[bytes], inflight: int, spans_per_request: int
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
         "retries": retries,
+        "retried_for": ",".join(f"{reason}:{count}" for reason, count in reasons.items()) or "-",
         "seconds": elapsed,
     }
 
