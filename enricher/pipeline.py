@@ -54,7 +54,7 @@ class Processor(Protocol):
 
     def release_all(self) -> None: ...
 
-    def carry_forward(self, oldest: int, upto: int) -> int: ...
+    def carry_forward(self, oldest: int, parts_left: int, upto: int) -> int: ...
 
 
 class Overloaded(Exception):
@@ -345,8 +345,8 @@ class Pipeline:
 
     def _carry_forward_if_pinned(self) -> None:
         """Past a quarter of the journal's budget, have the held spans carried forward (see the
-        module's docstring). The processor does nothing unless the oldest record waits for a
-        held span: when a delivery pins it (downstream slow or down), moving spans frees nothing.
+        module's docstring). The processor does nothing unless the oldest record waits only for
+        held spans: when a delivery pins it (downstream slow or down), moving spans frees nothing.
         Each time rewrites every held span, so it waits until the journal holds twice what the
         last time wrote: carrying never writes more than it frees."""
         now = time.monotonic()
@@ -359,10 +359,11 @@ class Pipeline:
             if not self._outstanding:
                 return
             oldest = min(self._outstanding)
+            parts_left = self._outstanding[oldest]
             upto = self._last_processed
         self._next_carry = now + CARRY_FORWARD_INTERVAL
         self._carry_bytes = 0
-        if self._processor.carry_forward(oldest, upto):
+        if self._processor.carry_forward(oldest, parts_left, upto):
             self._last_carry_bytes = self._carry_bytes
 
     def _commit(self) -> None:
