@@ -242,16 +242,14 @@ class Enrichment:
         """Send every held span (at shutdown)."""
         self._emit(self._attributor.release_all())
 
-    def carry_forward(self, oldest: int, parts_left: int, upto: int) -> int:
-        """Journal again, by themselves, the held spans that came from records up to ``upto``,
-        so that those records can be committed; returns how many spans were carried.
+    def held_from(self, seq: int) -> int:
+        """How many spans of journal record ``seq`` are held here."""
+        return sum(1 for record in self._attributor.held() if record.payload[0] == seq)
 
-        Nothing is done unless the ``parts_left`` of ``oldest``, the oldest record the journal
-        keeps, are all spans held here: otherwise a delivery keeps it, and moving spans would
-        free nothing."""
+    def carry_forward(self, upto: int) -> int:
+        """Journal again, by themselves, the held spans that came from records up to ``upto``,
+        so that those records can be committed; returns how many spans were carried."""
         held = [record for record in self._attributor.held() if record.payload[0] <= upto]
-        if sum(1 for record in held if record.payload[0] == oldest) != parts_left:
-            return 0
         # Oldest records first: the pipeline commits after each new record, making room for the next.
         held.sort(key=_seq_of)
         carried = 0

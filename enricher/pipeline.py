@@ -10,7 +10,7 @@ for attribution are parts too, so they are replayed after a crash: at-least-once
 
 The commit cursor is one position, so a record with a span held for its agent keeps itself and
 every later record in the journal for up to the hold time. Once the journal is a quarter full
-and its oldest record waits only for held spans, the processor carries those spans forward:
+and its oldest record waits for held spans, the processor carries those spans forward:
 writes them to the journal again, alone (a few KB where the requests were MBs), which settles
 their parts of the old records so that the cursor moves on.
 
@@ -54,7 +54,9 @@ class Processor(Protocol):
 
     def release_all(self) -> None: ...
 
-    def carry_forward(self, oldest: int, parts_left: int, upto: int) -> int: ...
+    def held_from(self, seq: int) -> int: ...
+
+    def carry_forward(self, upto: int) -> int: ...
 
 
 class Overloaded(Exception):
@@ -345,10 +347,13 @@ class Pipeline:
 
     def _carry_forward_if_pinned(self) -> None:
         """Past a quarter of the journal's budget, have the held spans carried forward (see the
-        module's docstring). The processor does nothing unless the oldest record waits only for
-        held spans: when a delivery pins it (downstream slow or down), moving spans frees nothing.
-        Each time rewrites every held span, so it waits until the journal holds twice what the
-        last time wrote: carrying never writes more than it frees."""
+        module's docstring), when that can free the oldest record:
+
+        - only if some of its spans are held: otherwise deliveries keep it (downstream slow or
+          down), and moving spans would free nothing. A carry leaves it no held span, so while
+          downstream is down at most one carry frees nothing.
+        - only once the journal holds twice what the last carry wrote (each carry rewrites
+          every held span): carrying never writes more than it frees."""
         now = time.monotonic()
         pending = self._journal.pending_bytes
         if now < self._next_carry or pending < max(
@@ -359,12 +364,13 @@ class Pipeline:
             if not self._outstanding:
                 return
             oldest = min(self._outstanding)
-            parts_left = self._outstanding[oldest]
             upto = self._last_processed
-        self._next_carry = now + CARRY_FORWARD_INTERVAL
+        if not self._processor.held_from(oldest):
+            return
         self._carry_bytes = 0
-        if self._processor.carry_forward(oldest, parts_left, upto):
+        if self._processor.carry_forward(upto):
             self._last_carry_bytes = self._carry_bytes
+            self._next_carry = now + CARRY_FORWARD_INTERVAL
 
     def _commit(self) -> None:
         with self._outstanding_lock:

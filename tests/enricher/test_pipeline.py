@@ -114,10 +114,10 @@ def test_held_spans_are_carried_forward_so_that_the_journal_commits(start_enrich
 
     # Most records commit while their orphans are still held (a quarter of the journal may
     # wait: it is carried forward only past that) ...
+    assert wait_until(lambda: enricher.attributor.held_count == len(orphans), 5)
     assert wait_until(lambda: enricher.journal.last_committed >= 7, 5), enricher.journal.last_committed
     assert enricher.attributor.held_count == len(orphans)
-    carried = enricher.metrics.spans_carried_forward._value.get()
-    assert carried >= len(orphans) / 2, carried
+    assert enricher.metrics.spans_carried_forward._value.get() > 0
     assert wait_until(lambda: sent - _delivered(collector) == orphans, 5)
 
     # ... and are delivered once their hold is over, after which nothing is left in the journal.
@@ -126,22 +126,32 @@ def test_held_spans_are_carried_forward_so_that_the_journal_commits(start_enrich
     assert wait_until(lambda: enricher.journal.pending_records == 0, 5), enricher.journal.pending_records
 
 
-def test_held_spans_stay_put_while_undelivered_requests_keep_the_journal(start_enricher, collector) -> None:
-    # The collector holds every Export: the oldest record waits for its delivery, and
-    # re-journaling its held spans would free nothing.
+def test_carrying_forward_stops_when_the_collector_stops_answering(start_enricher, collector) -> None:
+    # With the collector holding every Export, the oldest record waits for its delivery:
+    # re-journaling held spans would free nothing, and must not go on filling the journal.
     mib = 1024 * 1024
-    enricher = start_enricher(journal_max_bytes=2 * mib, max_request_bytes=mib, hold_seconds=8.0)
+    enricher = start_enricher(journal_max_bytes=2 * mib, max_request_bytes=mib, hold_seconds=30.0)
+    carried = enricher.metrics.spans_carried_forward._value.get
+    factory = SpanFactory(seed=5)
+    for _ in range(12):
+        _send(enricher, _orphans_and_service_traces(factory)[0])
+    assert wait_until(lambda: carried() > 0, 5)
+    time.sleep(0.5)
     collector.pause()
     try:
-        payloads = [_orphans_and_service_traces(SpanFactory(seed=seed))[0] for seed in range(14)]
-        for payload in payloads:
-            _send(enricher, payload)
-        assert enricher.journal.pending_bytes > enricher.journal.max_bytes / 2
-        time.sleep(1.5)  # several commit intervals
-        assert enricher.metrics.spans_carried_forward._value.get() == 0
+        before = carried()
+        for _ in range(10):
+            _send(enricher, _orphans_and_service_traces(factory)[0])
+        assert enricher.journal.pending_bytes > enricher.journal.max_bytes / 3  # past where carrying starts
+        # One more carry (of every held span) may come before the pipeline sees that it freed nothing; then none.
+        time.sleep(1.0)
+        after_one = carried()
+        assert after_one - before <= enricher.attributor.held_count
+        time.sleep(1.5)
+        assert carried() == after_one
     finally:
         collector.resume()
-    assert wait_until(lambda: enricher.journal.pending_bytes < sum(map(len, payloads)) / 4, 10)
+    assert wait_until(lambda: enricher.journal.pending_bytes < mib / 2, 10), enricher.journal.pending_bytes
 
 
 class _ScriptedProcessor:
@@ -174,7 +184,10 @@ class _ScriptedProcessor:
     def release_all(self) -> None:
         pass
 
-    def carry_forward(self, oldest: int, parts_left: int, upto: int) -> int:
+    def held_from(self, seq: int) -> int:
+        return 0
+
+    def carry_forward(self, upto: int) -> int:
         return 0
 
 
