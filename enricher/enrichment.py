@@ -69,9 +69,6 @@ def scanner_for(rules: RuleSet, *, native: bool = True) -> RequestScanner:
 # names as its parent (hex), the stamp attributes it carries, whether it is a run announcement).
 _Outcome = tuple[Any, bool, "str | None", "dict | None", bool]
 _MAX_OUTCOMES = 10_000
-# Held spans carried forward are journaled in records of about this size at most: each is
-# appended before the records it relieves are committed, so this much budget must be free.
-_CARRY_RECORD_BYTES = 256 * 1024
 _MAX_FINGERPRINT_BYTES = 1024  # longer ones (huge names or values) are not remembered: bounded memory
 
 
@@ -246,14 +243,16 @@ class Enrichment:
         """How many spans of journal record ``seq`` are held here."""
         return sum(1 for record in self._attributor.held() if record.payload[0] == seq)
 
-    def carry_forward(self, upto: int) -> int:
-        """Journal again, by themselves, the held spans that came from records up to ``upto``,
-        so that those records can be committed; returns how many spans were carried."""
+    def carry_forward(self, upto: int, max_record_bytes: int) -> int:
+        """Journal again, by themselves, the held spans that came from records up to ``upto``
+        (in requests of about ``max_record_bytes`` at most), so that those records can be
+        committed; returns how many spans were carried."""
         held = [record for record in self._attributor.held() if record.payload[0] <= upto]
-        # Oldest records first: the pipeline commits after each new record, making room for the next.
+        # Oldest records first: when the journal is short of room, committing the records the
+        # first requests relieved makes room for the next ones.
         held.sort(key=_seq_of)
         carried = 0
-        for chunk in _chunks_of(held, _CARRY_RECORD_BYTES):
+        for chunk in _chunks_of(held, max_record_bytes):
             groups: dict[SpanContext, list[bytes]] = defaultdict(list)
             parts: dict[int, int] = defaultdict(int)
             for record in chunk:

@@ -41,6 +41,7 @@ MAX_EXPORT_BYTES = 3 * 1024 * 1024
 CARRY_FORWARD_AT = 0.25
 # ... at most this often (seconds): each time rewrites every held span.
 CARRY_FORWARD_INTERVAL = 0.5
+CARRY_RECORD_MIN_BYTES = 256 * 1024
 
 
 class Processor(Protocol):
@@ -56,7 +57,7 @@ class Processor(Protocol):
 
     def held_from(self, seq: int) -> int: ...
 
-    def carry_forward(self, upto: int) -> int: ...
+    def carry_forward(self, upto: int, max_record_bytes: int) -> int: ...
 
 
 class Overloaded(Exception):
@@ -129,6 +130,10 @@ class Pipeline:
         self._next_carry = 0.0
         self._carry_bytes = 0  # journaled by carry() since the last carry_forward began
         self._last_carry_bytes = 0
+        # Carried spans go in records of at most this size: each needs that much room in the
+        # budget before the records it relieves are committed; and each write costs the
+        # worker a wait for the GIL, so a big budget gets big records.
+        self._carry_record_bytes = max(CARRY_RECORD_MIN_BYTES, journal.max_bytes // 16)
         self._worker: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -296,12 +301,20 @@ class Pipeline:
         and settle the ``parts`` of the records they came from. Returns the new record's seq,
         or None when the journal cannot take it now (nothing changes then)."""
         header = self._journal.frame_header(payload)
-        try:
-            with self._submit_lock:
-                seq = self._journal.append(payload, header)
-        except (JournalFull, OSError, RuntimeError, ValueError) as error:
-            log.debug("cannot carry held spans forward now: %s", error)
-            return None
+        for attempt in range(2):
+            try:
+                with self._submit_lock:
+                    seq = self._journal.append(payload, header)
+                break
+            except JournalFull as error:
+                if attempt:
+                    log.debug("cannot carry held spans forward now: %s", error)
+                    return None
+                # The records that earlier carries of this round relieved make room once committed.
+                self._commit()
+            except (OSError, RuntimeError, ValueError) as error:
+                log.debug("cannot carry held spans forward now: %s", error)
+                return None
         self._carry_bytes += len(payload)
         with self._outstanding_lock:
             self._outstanding[seq] = span_count
@@ -310,8 +323,6 @@ class Pipeline:
             self._carried_ahead.add(seq)
             self._mark_processed(self._last_processed)
         self.settled(parts)
-        # The oldest held spans come first: committing now makes room for the next record.
-        self._commit()
         return seq
 
     def opened(self, seq: int, parts: int) -> None:
@@ -368,7 +379,7 @@ class Pipeline:
         if not self._processor.held_from(oldest):
             return
         self._carry_bytes = 0
-        if self._processor.carry_forward(upto):
+        if self._processor.carry_forward(upto, self._carry_record_bytes):
             self._last_carry_bytes = self._carry_bytes
             self._next_carry = now + CARRY_FORWARD_INTERVAL
 

@@ -187,7 +187,7 @@ class _ScriptedProcessor:
     def held_from(self, seq: int) -> int:
         return 0
 
-    def carry_forward(self, upto: int) -> int:
+    def carry_forward(self, upto: int, max_record_bytes: int) -> int:
         return 0
 
 
