@@ -227,6 +227,7 @@ class Enrichment:
         self._masks: dict[frozenset[str], int] = {}  # a ScopeFilter's keys -> their scanner hit bits
         # (id(ScopeFilter), resource match, span fingerprint) -> (the ScopeFilter, its outcome).
         self._outcomes: dict[tuple, tuple[object, _Outcome]] = {}
+        self._accounted = -1  # the last request opened and delivered by _process
 
     def start(self, outputs: Outputs) -> None:
         self._outputs = outputs
@@ -241,13 +242,18 @@ class Enrichment:
 
     def held_from(self, seq: int) -> int:
         """How many spans of journal record ``seq`` are held here."""
-        return sum(1 for record in self._attributor.held() if record.payload[0] == seq)
+        return sum(1 for record in self._held() if record.payload[0] == seq)
+
+    def _held(self) -> list[SpanRecord]:
+        # A request that failed half-way may leave held spans without their bytes: it was
+        # forwarded whole, so those have nothing to deliver nor journal record to settle.
+        return [record for record in self._attributor.held() if record.payload is not None]
 
     def carry_forward(self, upto: int, max_record_bytes: int) -> int:
         """Journal again, by themselves, the held spans that came from records up to ``upto``
         (in requests of about ``max_record_bytes`` at most), so that those records can be
         committed; returns how many spans were carried."""
-        held = [record for record in self._attributor.held() if record.payload[0] <= upto]
+        held = [record for record in self._held() if record.payload[0] <= upto]
         # Oldest records first: when the journal is short of room, committing the records the
         # first requests relieved makes room for the next ones.
         held.sort(key=_seq_of)
@@ -274,11 +280,15 @@ class Enrichment:
         try:
             self._process(seq, scanned)
         except Exception:
+            if self._accounted == seq:
+                log.exception("could not send the held spans that request %d released", seq)
+                return
             log.exception("could not enrich request %d; forwarding it as received", seq)
             payload, span_count = scanned.payload, scanned.span_count
             if _ANNOUNCE_MARKER in payload:  # announcements are never forwarded, even here
                 payload, span_count = _without_announcements(payload)
-            self._outputs.opened(seq, 1 if span_count else 0)
+            # Spans of it that the attributor holds with this seq settle it too, when released.
+            self._outputs.opened(seq, (1 if span_count else 0) + self.held_from(seq))
             if span_count:
                 self._outputs.deliver(payload, span_count, {seq: 1})
 
@@ -318,12 +328,13 @@ class Enrichment:
 
         removed = sum(1 for extra in edits.values() if extra is None)
         remaining = span_total - removed
+        payload = scanned.payload
+        if remaining and edits:  # else nothing stamped, held or removed: forwarded as received
+            payload = scanned.rewrite(edits)
         self._outputs.opened(seq, len(result.held) + (1 if remaining else 0))
         if remaining:
-            payload = scanned.payload
-            if edits:  # else nothing stamped, held or removed: forwarded as received
-                payload = scanned.rewrite(edits)
             self._outputs.deliver(payload, remaining, {seq: 1})
+        self._accounted = seq  # from here on, a failure must not open or deliver this request again
         self._emit(result.released)
         self._directory.mark_used(used)
 
@@ -491,6 +502,8 @@ class Enrichment:
         used: set[str] = set()
         tally = _Tally()
         for record, owner in released:
+            if record.payload is None:  # see _held
+                continue
             seq, context, span_bytes, existing = record.payload
             record.payload = None  # the FIFO may keep the record a while; not its bytes
             stamp = self._stamp_decision(owner, existing, _starts_run_of(record, owner), tally, used)

@@ -262,7 +262,10 @@ class Pipeline:
                         self._release_slot(item[1].span_count)
                 self._processor.expire()
                 if time.monotonic() >= next_commit:
-                    self._carry_forward_if_pinned()
+                    try:
+                        self._carry_forward_if_pinned()
+                    except Exception:  # commits go on without it
+                        log.exception("could not carry held spans forward")
                     self._commit()
                     next_commit = time.monotonic() + self._commit_interval
             except Exception:
@@ -366,9 +369,10 @@ class Pipeline:
         - only once the journal holds twice what the last carry wrote (each carry rewrites
           every held span): carrying never writes more than it frees."""
         now = time.monotonic()
-        pending = self._journal.pending_bytes
-        if now < self._next_carry or pending < max(
-            self._journal.max_bytes * CARRY_FORWARD_AT, 2 * self._last_carry_bytes
+        budget = self._journal.max_bytes
+        # Capped at half the budget: one big carry must not switch carrying off for good.
+        if now < self._next_carry or self._journal.pending_bytes < max(
+            budget * CARRY_FORWARD_AT, min(2 * self._last_carry_bytes, budget / 2)
         ):
             return
         with self._outstanding_lock:

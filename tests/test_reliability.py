@@ -460,8 +460,8 @@ def test_held_spans_do_not_fill_the_journal_and_survive_kill_9(tmp_path: Path) -
     """One agent run in ten never sends its agent span, so every request leaves LLM
     calls held for the whole hold time (6 s), while the journal holds about 1.5 s of the load.
     Held spans are carried forward (journaled again alone) and the requests they came from
-    commit: no push-back for a full journal. A kill -9 then leaves carried-forward records
-    behind; after the restart every acknowledged span is delivered."""
+    commit: no push-back for a full journal. The load stops, and a kill -9 leaves carried-forward
+    records behind; after the restart every acknowledged span is delivered, the held ones too."""
     data_dir = tmp_path / "data"
     hold_seconds = 6.0
     env = _sqlite_env(data_dir) | {
@@ -475,14 +475,14 @@ def test_held_spans_do_not_fill_the_journal_and_survive_kill_9(tmp_path: Path) -
         with load:
             started = time.monotonic()
             time.sleep(10)
+            # Stopped just before the kill, so that every span held after the restart was replayed.
+            load.stop(drain_timeout=30)
             before_kill = enricher.metrics()
             acked_ids = load.acked_span_ids()
             enricher.kill()
             killed_at = time.monotonic()
             undelivered = len(acked_ids - received_span_ids(sink).keys())
             enricher.start()
-            time.sleep(4)
-            load.stop(drain_timeout=30)
         # The held spans are delivered when their hold ends (unstamped: their agent never came).
         missing, drain_wait = wait_for_delivery(load, sink, timeout=hold_seconds + 30)
         received = received_span_ids(sink)
@@ -513,4 +513,7 @@ def test_held_spans_do_not_fill_the_journal_and_survive_kill_9(tmp_path: Path) -
     assert figures["spans_carried_forward_before_kill"], figures
     assert not full, figures
     assert undelivered > 0, figures
+    # Every span held at the kill was in the journal (most of them in carried-forward records):
+    # replayed, held again, and released when its new hold ended.
+    assert figures["spans_released_on_timeout_after_restart"] >= figures["spans_held_at_kill"] > 0, figures
     assert not missing, f"{len(missing)} acknowledged spans never reached the collector: {figures}"

@@ -161,6 +161,7 @@ class _ScriptedProcessor:
     def __init__(self) -> None:
         self.all_submitted = threading.Event()
         self.go_on = threading.Event()
+        self.opened_1 = threading.Event()
         self.carried_seq: int | None = None
 
     def start(self, outputs) -> None:
@@ -175,6 +176,7 @@ class _ScriptedProcessor:
         elif seq == 1:
             self.go_on.wait(10)
             self.outputs.opened(1, 1)  # delivered later, by the test
+            self.opened_1.set()
         else:
             self.outputs.opened(seq, 0)
 
@@ -208,7 +210,7 @@ def test_the_commit_cursor_never_passes_a_queued_request_nor_stops_before_a_carr
         assert journal.last_committed == 0
         processor.go_on.set()
         # Request 1 is processed, its delivery outstanding: the cursor waits for it ...
-        assert wait_until(lambda: journal.pending_records == 3, 5)
+        assert processor.opened_1.wait(5)
         time.sleep(0.2)
         assert journal.last_committed == 0
         # ... and, once it is settled, moves past 2 and the carried record 3 at once.
