@@ -118,8 +118,7 @@ class Pipeline:
         self._waiting_lock = threading.Lock()
         self._queue: queue.SimpleQueue[tuple[int, ScannedRequest] | None] = queue.SimpleQueue()
         self._submit_lock = threading.Lock()
-        # Journal bookkeeping: parts of each record not yet settled. Records are
-        # processed in seq order, so the first key is the oldest outstanding one.
+        # Journal bookkeeping: parts of each record not yet settled (see _commit).
         self._outstanding: dict[int, int] = {}
         self._outstanding_lock = threading.Lock()
         self._carried_ahead: set[int] = set()  # carried-forward records past _last_processed
