@@ -129,6 +129,7 @@ class Pipeline:
         self._next_carry = 0.0
         self._carry_bytes = 0  # journaled by carry() since the last carry_forward began
         self._last_carry_bytes = 0
+        self._unpinnable = -1  # an oldest record found without held spans: carrying cannot free it
         # Carried spans go in records of at most this size: each needs that much room in the
         # budget before the records it relieves are committed; and each write costs the
         # worker a wait for the GIL, so a big budget gets big records.
@@ -364,7 +365,8 @@ class Pipeline:
 
         - only if some of its spans are held: otherwise deliveries keep it (downstream slow or
           down), and moving spans would free nothing. A carry leaves it no held span, so while
-          downstream is down at most one carry frees nothing.
+          downstream is down at most one carry frees nothing, and the held spans are not even
+          looked at again until the oldest record changes.
         - only once the journal holds twice what the last carry wrote (each carry rewrites
           every held span): carrying never writes more than it frees."""
         now = time.monotonic()
@@ -379,7 +381,9 @@ class Pipeline:
                 return
             oldest = min(self._outstanding)
             upto = self._last_processed
-        if not self._processor.held_from(oldest):
+        if oldest == self._unpinnable or not self._processor.held_from(oldest):
+            # A record never gets held spans back once it has none: no need to ask again.
+            self._unpinnable = oldest
             return
         self._carry_bytes = 0
         if self._processor.carry_forward(upto, self._carry_record_bytes):
