@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left, bisect_right
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from itertools import compress
 from typing import Any, Protocol
@@ -252,28 +252,25 @@ class Enrichment:
     def carry_forward(self, upto: int, max_record_bytes: int) -> int:
         """Journal again, by themselves, the held spans that came from records up to ``upto``
         (in requests of about ``max_record_bytes`` at most), so that those records can be
-        committed; returns how many spans were carried."""
+        committed; returns how many bytes were journaled."""
         held = [record for record in self._held() if record.payload[0] <= upto]
         # Oldest records first: when the journal is short of room, committing the records the
         # first requests relieved makes room for the next ones.
         held.sort(key=_seq_of)
-        carried = 0
+        carried = journaled = 0
         for chunk in _chunks_of(held, max_record_bytes):
-            groups: dict[SpanContext, list[bytes]] = defaultdict(list)
-            parts: dict[int, int] = defaultdict(int)
-            for record in chunk:
-                seq, context, span_bytes, _ = record.payload
-                groups[context].append(span_bytes)
-                parts[seq] += 1
-            new_seq = self._outputs.carry(encode_request(groups.items()), len(chunk), dict(parts))
+            payload = _request_of((record.payload[1], record.payload[2]) for record in chunk)
+            parts = Counter(record.payload[0] for record in chunk)
+            new_seq = self._outputs.carry(payload, len(chunk), dict(parts))
             if new_seq is None:
                 break  # the journal is full: the rest stay where they are
             for record in chunk:
                 record.payload = (new_seq, *record.payload[1:])
             carried += len(chunk)
+            journaled += len(payload)
         if carried:
             self._metrics.spans_carried_forward.inc(carried)
-        return carried
+        return journaled
 
     def process(self, seq: int, scanned: ScannedRequest) -> None:
         """Enrich one request; on any failure, forward it as received: an acknowledged span is never dropped."""
@@ -496,7 +493,7 @@ class Enrichment:
         """Send spans released from the hold buffer, stamped, as one batch."""
         if not released:
             return
-        groups: dict[SpanContext, list[bytes]] = defaultdict(list)
+        kept: list[tuple[SpanContext, bytes]] = []
         parts: dict[int, int] = defaultdict(int)
         dropped: dict[int, int] = defaultdict(int)
         used: set[str] = set()
@@ -510,14 +507,22 @@ class Enrichment:
             if stamp is None:
                 dropped[seq] += 1
                 continue
-            groups[context].append(span_bytes + stamp)
+            kept.append((context, span_bytes + stamp))
             parts[seq] += 1
         self._count(tally)
         if dropped:
             self._outputs.settled(dict(dropped))
-        if groups:
-            self._outputs.deliver(encode_request(groups.items()), sum(len(s) for s in groups.values()), dict(parts))
+        if kept:
+            self._outputs.deliver(_request_of(kept), len(kept), dict(parts))
         self._directory.mark_used(used)
+
+
+def _request_of(spans: Iterable[tuple[SpanContext, bytes]]) -> bytes:
+    """Serialized spans, each with its ScopeSpans' context, as one request."""
+    groups: dict[SpanContext, list[bytes]] = defaultdict(list)
+    for context, span in spans:
+        groups[context].append(span)
+    return encode_request(groups.items())
 
 
 def _seq_of(record: SpanRecord) -> int:

@@ -127,7 +127,6 @@ class Pipeline:
         # Records up to here were journaled before this start: the worker replays them first.
         self._replay_until = journal.last_appended
         self._next_carry = 0.0
-        self._carry_bytes = 0  # journaled by carry() since the last carry_forward began
         self._last_carry_bytes = 0
         self._unpinnable = -1  # an oldest record found without held spans: carrying cannot free it
         # Carried spans go in records of at most this size: each needs that much room in the
@@ -153,10 +152,10 @@ class Pipeline:
                 self._queue.put((seq, scanned))
         except JournalFull:
             self._release_slot(scanned.span_count)
-            # Downstream is slow or down, or spans held for their agent keep older requests in it:
-            # the journal must hold AGENTMON_HOLD_SECONDS of ingest (docs/PERFORMANCE.md).
-            raise Overloaded("the ingest journal is full (downstream is slow or down, or spans held for their "
-                             "agent keep older requests in it)", retry_after=5.0) from None
+            # Downstream is slow or down, or the spans held for their agent take half the journal
+            # (below that they are carried forward: _carry_forward_if_pinned).
+            raise Overloaded("the ingest journal is full (downstream is slow or down, or too many spans are "
+                             "held for their agent)", retry_after=5.0) from None
         except (OSError, RuntimeError) as error:  # disk trouble, or closing: the client retries
             self._release_slot(scanned.span_count)
             log.error("cannot journal a request: %s", error)
@@ -318,7 +317,6 @@ class Pipeline:
             except (OSError, RuntimeError, ValueError) as error:
                 log.debug("cannot carry held spans forward now: %s", error)
                 return None
-        self._carry_bytes += len(payload)
         with self._outstanding_lock:
             self._outstanding[seq] = span_count
             # Requests journaled before it may still wait in the queue: it counts as processed
@@ -385,9 +383,9 @@ class Pipeline:
             # A record never gets held spans back once it has none: no need to ask again.
             self._unpinnable = oldest
             return
-        self._carry_bytes = 0
-        if self._processor.carry_forward(upto, self._carry_record_bytes):
-            self._last_carry_bytes = self._carry_bytes
+        journaled = self._processor.carry_forward(upto, self._carry_record_bytes)
+        if journaled:
+            self._last_carry_bytes = journaled
             self._next_carry = now + CARRY_FORWARD_INTERVAL
 
     def _commit(self) -> None:
