@@ -1,4 +1,4 @@
-/* The attributor's two per-span loops (enricher/attribute.py), in C.
+/* The attributor's per-span loops (enricher/attribute.py), in C.
  *
  * Why: attribution walked every span of every request twice in Python (record each span's
  * parent, then walk each span's ancestry to its nearest agent); py-spy put that at a quarter
@@ -154,12 +154,92 @@ error:
     return NULL;
 }
 
+/* contained_runs(ids, bounds, special, max_run) -> [start, ...]
+ * The starts of the runs (``bounds`` as trace_runs gives them) that need no trace state:
+ * at most max_run spans (at most 64), no two with one span id, none whose index is in
+ * ``special`` (a sorted list of ints: the spans that name an agent, a group or a link), and
+ * every span's ancestry reaching a root span within the run. A larger run is not looked at. */
+#define CONTAINED_MAX_RUN 64
+#define ROOT (-1)
+#define MISSING (-2)
+
+static int same_id(PyObject *a, PyObject *b) {
+    return PyBytes_GET_SIZE(a) == PyBytes_GET_SIZE(b) && memcmp(PyBytes_AS_STRING(a), PyBytes_AS_STRING(b), PyBytes_GET_SIZE(a)) == 0;
+}
+
+/* Whether every span of ids[start:end] has its whole ancestry among them. */
+static int run_is_contained(PyObject *ids, Py_ssize_t start, Py_ssize_t end, int *error) {
+    Py_ssize_t count = end - start;
+    PyObject *spans[CONTAINED_MAX_RUN], *parents[CONTAINED_MAX_RUN];
+    int parent_of[CONTAINED_MAX_RUN];
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *triple = PyList_GET_ITEM(ids, start + i);
+        if (!id_triple(triple)) {
+            *error = 1;
+            return 0;
+        }
+        spans[i] = PyTuple_GET_ITEM(triple, 1);
+        parents[i] = PyTuple_GET_ITEM(triple, 2);
+        for (Py_ssize_t j = 0; j < i; j++)
+            if (same_id(spans[i], spans[j])) return 0;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        parent_of[i] = PyBytes_GET_SIZE(parents[i]) == 0 ? ROOT : MISSING;
+        for (Py_ssize_t j = 0; j < count && parent_of[i] == MISSING; j++)
+            if (same_id(parents[i], spans[j])) parent_of[i] = (int)j;
+        if (parent_of[i] == MISSING) return 0;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int current = (int)i;
+        for (Py_ssize_t step = 0; step < count && parent_of[current] != ROOT; step++) current = parent_of[current];
+        if (parent_of[current] != ROOT) return 0; /* a cycle */
+    }
+    return 1;
+}
+
+static PyObject *contained_runs(PyObject *self, PyObject *args) {
+    PyObject *ids, *bounds, *special;
+    Py_ssize_t max_run;
+    if (!PyArg_ParseTuple(args, "O!O!O!n", &PyList_Type, &ids, &PyList_Type, &bounds, &PyList_Type, &special, &max_run))
+        return NULL;
+    if (max_run > CONTAINED_MAX_RUN) max_run = CONTAINED_MAX_RUN;
+    PyObject *starts = PyList_New(0);
+    if (starts == NULL) return NULL;
+    Py_ssize_t specials = PyList_GET_SIZE(special), next = 0, next_index = -1;
+    for (Py_ssize_t k = 0; k + 1 < PyList_GET_SIZE(bounds); k += 2) {
+        PyObject *start_object = PyList_GET_ITEM(bounds, k);
+        Py_ssize_t start = PyLong_AsSsize_t(start_object), end = PyLong_AsSsize_t(PyList_GET_ITEM(bounds, k + 1));
+        if (PyErr_Occurred()) goto error;
+        if (start < 0 || end > PyList_GET_SIZE(ids) || start > end) {
+            PyErr_SetString(PyExc_IndexError, "run out of range");
+            goto error;
+        }
+        while (next < specials) {
+            next_index = PyLong_AsSsize_t(PyList_GET_ITEM(special, next));
+            if (next_index == -1 && PyErr_Occurred()) goto error;
+            if (next_index >= start) break;
+            next++;
+        }
+        if (next < specials && next_index < end) continue;
+        if (end - start > max_run) continue;
+        int failed = 0;
+        if (run_is_contained(ids, start, end, &failed) && PyList_Append(starts, start_object) < 0) goto error;
+        if (failed) goto error;
+    }
+    return starts;
+error:
+    Py_DECREF(starts);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"trace_runs", trace_runs, METH_VARARGS, "trace_runs(ids) -> [start, end, ...] of runs of one trace"},
     {"record_parents", record_parents, METH_VARARGS,
      "record_parents(ids, start, end, parents, cap) -> whether a root span was recorded"},
     {"walk_owners", walk_owners, METH_VARARGS,
      "walk_owners(ids, start, end, parents, agents, pending, at_root, max_chain) -> (owners, pending, at_root)"},
+    {"contained_runs", contained_runs, METH_VARARGS,
+     "contained_runs(ids, bounds, special, max_run) -> starts of the runs whose ancestry is complete within them"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -20,7 +20,7 @@ opaque payload that the pipeline turns back into spans.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,10 +103,44 @@ def _walk_owners_py(ids, start: int, end: int, parents, agents, pending, at_root
     return owners, waiting, roots
 
 
+MAX_CONTAINED_RUN = 64  # longer runs are not checked for being contained (the check is quadratic)
+
+
+def _contained_runs_py(ids, bounds: list[int], special: list[int], max_run: int) -> list[int]:
+    """The starts of the runs (``bounds`` as _trace_runs gives them) that need no trace state:
+    at most ``max_run`` spans, no two with one span id, none whose index is in ``special`` (sorted),
+    and every span's ancestry reaching a root span within the run."""
+    starts: list[int] = []
+    next_special = 0
+    for start, end in zip(bounds[::2], bounds[1::2]):
+        while next_special < len(special) and special[next_special] < start:
+            next_special += 1
+        if next_special < len(special) and special[next_special] < end or end - start > max_run:
+            continue
+        parents = {span_id: parent_id for _, span_id, parent_id in ids[start:end]}
+        if len(parents) < end - start:
+            continue  # a span id twice
+        contained = True
+        for span_id in parents:
+            for _ in range(end - start + 1):
+                parent = parents.get(span_id)
+                if parent is None or not parent:
+                    break
+                span_id = parent
+            if parent is None or parent:  # a gap, or a cycle
+                contained = False
+                break
+        if contained:
+            starts.append(start)
+    return starts
+
+
 if _ancestry is not None:
     _trace_runs, _record_parents, _walk_owners = _ancestry.trace_runs, _ancestry.record_parents, _ancestry.walk_owners
+    _contained_runs = _ancestry.contained_runs
 else:
     _trace_runs, _record_parents, _walk_owners = _trace_runs_py, _record_parents_py, _walk_owners_py
+    _contained_runs = _contained_runs_py
 
 
 @dataclass(slots=True)
@@ -189,6 +223,8 @@ class TraceAttributor:
         self._group_waiters: dict[str, set[bytes]] = {}
         self._held: deque[SpanRecord] = deque()
         self._held_count = 0
+        # The traces of the request being decided that were kept without state (_stateless_runs).
+        self._stateless_traces: set[bytes] = set()
 
     @property
     def held_count(self) -> int:
@@ -235,6 +271,13 @@ class TraceAttributor:
         # a run of spans of one trace at a time: spans of a trace usually come together.
         bounds = _trace_runs(ids)
         runs = list(zip(bounds[::2], bounds[1::2]))
+        special = sorted(agents.keys() | groups.keys() | batch.linked.keys()) if agents or groups or batch.linked else []
+        # Most traffic is not an agent's: whole traces naming nothing, whose spans all get no
+        # agent. Those are decided here without making trace state they would drop at once.
+        stateless = self._stateless_runs(ids, bounds, special, batch.linked)
+        if stateless:
+            runs = [run for run in runs if run[0] not in stateless]
+            self._stateless_traces = {ids[start][0] for start in stateless}
         for start, end in runs:
             trace_id = ids[start][0]
             trace = touched.get(trace_id)
@@ -245,8 +288,8 @@ class TraceAttributor:
             if _record_parents(ids, start, end, trace.parents, MAX_PARENTS_PER_TRACE):
                 trace.root_seen = True
         # What the few spans with more than ids tell their traces, in span order too.
-        if agents or groups or batch.linked:
-            for index in sorted(agents.keys() | groups.keys() | batch.linked.keys()):
+        if special:
+            for index in special:
                 trace_id, span_id, _ = ids[index]
                 trace = touched[trace_id]
                 agent, group = agents.get(index), groups.get(index)
@@ -270,7 +313,7 @@ class TraceAttributor:
             if self._starts_run(touched[ids[index][0]], ids[index][2], agent, index in batch.from_resource)
         }
 
-        owners: list[Any] = []
+        owners: list[Any] = [None] * len(ids)  # the stateless runs' spans keep None
         held: dict[int, SpanRecord] = {}
         for start, end in runs:
             trace = touched[ids[start][0]]
@@ -285,7 +328,7 @@ class TraceAttributor:
                     run_owners[index - start] = above
                 if above is PENDING:
                     waiting = sorted(waiting + at_root)
-            owners += run_owners
+            owners[start:end] = run_owners
             for index in waiting:
                 if records is not None:
                     record = records[index]
@@ -307,6 +350,8 @@ class TraceAttributor:
             self._forget_if_finished(trace_id, trace)
         self._drop_traces_over_capacity()
         self._evict_over_capacity(released)
+        if stateless:
+            self._stateless_traces = set()
         return BatchResult(owners, held, run_roots, released)
 
     def expire(self) -> list[Decision]:
@@ -392,15 +437,18 @@ class TraceAttributor:
         """The agent of a linked trace or of the resource group, PENDING while it may still come."""
         if trace.linked is not None and depth < 4:
             other = self._traces.get(trace.linked)
-            if other is None:
+            if other is not None:
+                if other.agents:
+                    return self._outermost(other)
+                inherited = self._inherited(other, depth + 1)
+                if inherited is not None:
+                    return inherited
+                if not other.root_seen:
+                    return PENDING
+            elif trace.linked not in self._stateless_traces:
                 return PENDING
-            if other.agents:
-                return self._outermost(other)
-            inherited = self._inherited(other, depth + 1)
-            if inherited is not None:
-                return inherited
-            if not other.root_seen:
-                return PENDING
+            # else a whole trace of this request that names nothing, kept without state: it
+            # has nothing to pass on, as if it had state (root seen, no agent, link or group).
         if trace.group is not None:
             agent = self._groups.get(trace.group)
             return agent if agent is not None else PENDING
@@ -484,6 +532,29 @@ class TraceAttributor:
         self._metrics.spans_held.set(self._held_count)
 
     # ---- trace state -------------------------------------------------------------------
+
+    def _stateless_runs(
+        self, ids: list[tuple[bytes, bytes, bytes]], bounds: list[int], special: list[int], linked: dict[int, bytes]
+    ) -> set[int]:
+        """The starts of the runs whose spans all get no agent and whose trace would be
+        forgotten at once (``_forget_if_finished``): a trace new here, that no other trace
+        links to (before or in this request) and no other run of the request is of, whose
+        spans name no agent, group or link, and whose every span's ancestry is complete
+        within the run. (A trace linked to in this request must exist while its dependents
+        are decided: they inherit from it.)"""
+        starts = _contained_runs(ids, bounds, special, MAX_CONTAINED_RUN)
+        if not starts:
+            return set()
+        traces, dependents, linked_to = self._traces, self._dependents, set(linked.values())
+        run_traces = [ids[start][0] for start in bounds[::2]]
+        repeated = set()
+        if len(set(run_traces)) < len(run_traces):
+            repeated = {trace_id for trace_id, runs in Counter(run_traces).items() if runs > 1}
+        return {
+            start for start in starts
+            if (trace_id := ids[start][0]) not in traces and trace_id not in dependents and trace_id not in repeated
+            and trace_id not in linked_to
+        }
 
     def _trace(self, trace_id: bytes, now: float) -> _Trace:
         trace = self._traces.get(trace_id)

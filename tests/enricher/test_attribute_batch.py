@@ -69,10 +69,11 @@ def _counters(metrics: EnricherMetrics) -> dict:
 @contextmanager
 def loops(implementation: str):
     """The attributor's per-span loops in C (enricher/_ancestry.c) or in Python."""
-    saved = attribute._trace_runs, attribute._record_parents, attribute._walk_owners
+    saved = attribute._trace_runs, attribute._record_parents, attribute._walk_owners, attribute._contained_runs
     if implementation == "python":
-        attribute._trace_runs, attribute._record_parents, attribute._walk_owners = (
-            attribute._trace_runs_py, attribute._record_parents_py, attribute._walk_owners_py)
+        attribute._trace_runs, attribute._record_parents, attribute._walk_owners, attribute._contained_runs = (
+            attribute._trace_runs_py, attribute._record_parents_py, attribute._walk_owners_py,
+            attribute._contained_runs_py)
     elif attribute._ancestry is None:
         if os.environ.get("CI"):
             pytest.fail("the C attribution loops are not built (enricher/_ancestry.c; no C compiler?)")
@@ -80,7 +81,7 @@ def loops(implementation: str):
     try:
         yield
     finally:
-        attribute._trace_runs, attribute._record_parents, attribute._walk_owners = saved
+        attribute._trace_runs, attribute._record_parents, attribute._walk_owners, attribute._contained_runs = saved
 
 
 @pytest.mark.parametrize("implementation", ["c", "python"])
@@ -147,3 +148,35 @@ def _decide_alike(steps, hold_max, max_traces) -> None:
         assert _counters(metrics[0]) == _counters(metrics[1]) == _counters(metrics[2])
     finals = [_decisions(a.release_all()) for a in (reference, by_records, by_columns)]
     assert finals[0] == finals[1] == finals[2]
+
+
+run_span = st.tuples(st.sampled_from(TRACES[:2]), st.sampled_from(SPANS[:5]), st.sampled_from([b"", *SPANS[:6]]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(ids=st.lists(run_span, max_size=12), special=st.sets(st.integers(0, 11), max_size=3),
+       max_run=st.sampled_from([2, 64]))
+def test_contained_runs_agree_in_c_and_python(ids, special, max_run) -> None:
+    """The runs the attributor decides without trace state: C and Python find the same ones."""
+    bounds = attribute._trace_runs_py(ids)
+    special = sorted(i for i in special if i < len(ids))
+    with loops("c"):  # fails in CI, and skips elsewhere, when the C loops are not built
+        assert attribute._ancestry.contained_runs(ids, bounds, special, max_run) == \
+            attribute._contained_runs_py(ids, bounds, special, max_run)
+
+
+def test_contained_runs_are_whole_traces_naming_nothing() -> None:
+    t1, t2, t3, t4, t5 = (bytes([n]) * 16 for n in range(1, 6))
+    a, b, c = SPANS[:3]
+    ids = [
+        (t1, b, a), (t1, a, b""),  # a child before its root: contained
+        (t2, b, a),  # its parent has not arrived: not contained
+        (t3, a, b), (t3, b, a),  # a cycle without a root: not contained
+        (t4, a, b""), (t4, a, b""),  # one span id twice: not contained
+        (t5, c, b""),  # names an agent (special): not contained
+    ]
+    bounds = attribute._trace_runs_py(ids)
+    for contained_runs in filter(None, (attribute._contained_runs_py, getattr(attribute._ancestry, "contained_runs", None))):
+        assert contained_runs(ids, bounds, [7], 64) == [0]
+        assert contained_runs(ids, bounds, [], 64) == [0, 7]
+        assert contained_runs(ids, bounds, [], 1) == [7]  # runs over max_run are not looked at
