@@ -48,6 +48,7 @@ class OtlpHttpTestSink(OtlpTestSink):
         self._sockets: set[socket.socket] = set()
         self._sockets_lock = threading.Lock()
         self.content_encodings: list[str] = []
+        self.connections_opened = 0  # a kept-alive client opens one per sender
         super().__init__(port, **kw)  # type: ignore[arg-type]
 
     @property
@@ -84,6 +85,7 @@ class OtlpHttpTestSink(OtlpTestSink):
     def _track(self, sock: socket.socket, open_: bool) -> None:
         with self._sockets_lock:
             (self._sockets.add if open_ else self._sockets.discard)(sock)
+            self.connections_opened += open_
 
 
 class _Server(ThreadingHTTPServer):

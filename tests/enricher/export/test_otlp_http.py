@@ -84,6 +84,16 @@ def test_429_502_503_504_are_retried(sink, forwarder, metrics, code):
     assert set(span_ids(sink)) == expected_ids([1])
 
 
+def test_a_sender_keeps_its_connection_alive(sink, forwarder):
+    fwd = forwarder(sink.endpoint, max_in_flight=1)
+    acks = Acks()
+    for number in range(1, 6):
+        assert fwd.submit(acks.batch(number), timeout=1)
+        assert acks.wait([number])
+    assert sink.connections_opened == 1
+    assert set(span_ids(sink)) == expected_ids([1, 2, 3, 4, 5])
+
+
 def test_a_keep_alive_connection_closed_by_the_collector_is_not_a_failure(sink, forwarder, metrics):
     fwd = forwarder(sink.endpoint, max_in_flight=1)
     acks = Acks()
