@@ -47,6 +47,12 @@ class _Reading:
         self.complete = False
         self.keep_alive = False
 
+    def on_message_begin(self) -> None:
+        # After an interim answer (1xx) comes the real one, read afresh.
+        self.headers = {}
+        self.body = []
+        self.size = 0
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
@@ -56,6 +62,8 @@ class _Reading:
         self.size += len(body)
 
     def on_message_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:
+            return  # interim (100 Continue, 103 Early Hints): the answer follows, as http.client reads it
         self.complete = True
         # Only known here: llhttp resets it once the message is over.
         self.keep_alive = self.parser.should_keep_alive()
@@ -114,7 +122,7 @@ class Http1Connection:
         while not reading.complete:
             count = sock.recv_into(buffer)
             if count == 0:
-                if received and _status_of(parser) is not None:
+                if received and (_status_of(parser) or 0) >= 200:
                     break  # a body that ends with the connection (no length given)
                 raise http.client.RemoteDisconnected("the server closed the connection without answering")
             received += count

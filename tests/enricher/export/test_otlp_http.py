@@ -171,6 +171,38 @@ def test_an_answer_before_the_body_is_read_is_the_verdict():
         listener.close()
 
 
+def test_an_interim_answer_is_skipped_for_the_real_one():
+    # HTTP allows a server to send 1xx answers (100 Continue, 103 Early Hints) before its answer.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def collector() -> None:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rb") as reader:
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            reader.read(length)
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            time.sleep(0.2)  # the real answer in a later read
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            time.sleep(0.5)
+
+    threading.Thread(target=collector, daemon=True).start()
+    metrics = EnricherMetrics()
+    fwd = OtlpHttpForwarder(f"127.0.0.1:{listener.getsockname()[1]}", metrics=metrics, max_in_flight=1,
+                            initial_backoff=5, max_backoff=5)
+    try:
+        acks = Acks()
+        assert fwd.submit(acks.batch(1), timeout=1)
+        assert acks.wait([1])
+        assert acks.calls[1] == [True]
+        assert sample(metrics, "agentmon_spans_failed_total") == 0
+    finally:
+        fwd.shutdown(1)
+        listener.close()
+
+
 def test_shutdown_during_a_send_opens_no_new_connection(sink, forwarder, monkeypatch):
     # A sender still compressing when shutdown closes its connection must not reopen it
     # (http.client would, by itself) and post on a socket that shutdown cannot cut.
